@@ -1,0 +1,9 @@
+"""Functional ops: RoIAlign and the FPN level heuristic."""
+
+from groie_tf.ops.fpn_levels import fpn_levels
+from groie_tf.ops.roi_align import check_roi_align_arguments
+from groie_tf.ops.roi_align import IMPLEMENTATIONS
+from groie_tf.ops.roi_align import roi_align
+
+__all__ = ['roi_align', 'fpn_levels', 'check_roi_align_arguments',
+           'IMPLEMENTATIONS']

@@ -1,0 +1,280 @@
+"""GRoIE against its float64 reference, in the paper setting and each ablation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from groie_tf.layers import GRoIE
+from tests import layer_contract
+from tests.reference import groie as ref
+
+IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS = 128, 96, 12
+
+
+def make_features(channels=CHANNELS, seed=0, levels=range(2, 7)):
+  """Non-symmetric P2..P6 maps of a 128 x 96 input: `{str(l): [2, H, W, C]}`."""
+  rng = np.random.default_rng(seed)
+  return {str(l): rng.standard_normal(
+      (2, IMAGE_HEIGHT // 2**l, IMAGE_WIDTH // 2**l, channels))
+          for l in levels}
+
+
+def make_boxes():
+  """`[2, 6, 4]`: every FPN level under the heuristic, and the edge cases."""
+  image0 = [[4.2, 7.9, 17.1, 13.3],       # small: P2
+            [10.0, 5.0, 140.0, 90.0],     # partly outside, large
+            [30.5, 20.2, 31.1, 20.9],     # under one pixel
+            [0.0, 0.0, 0.0, 0.0],         # zero padding
+            [200.0, 150.0, 260.0, 170.0],  # wholly outside
+            [-20.0, -30.0, 108.0, 70.0]]  # partly outside
+  image1 = [[50.0, 10.0, 110.0, 80.0],    # P3
+            [1.0, 1.0, 127.0, 95.0],      # whole image
+            [60.0, 33.0, 61.0, 90.0],     # one pixel tall
+            [8.3, 60.1, 40.7, 71.9],
+            [0.0, 0.0, 0.0, 0.0],
+            [-1000.0, -900.0, 1100.0, 800.0]]  # huge: P5 under the heuristic
+  return np.array([image0, image1], np.float64)
+
+
+def tf_features(features, dtype=tf.float32):
+  return {k: tf.constant(v, dtype) for k, v in features.items()}
+
+
+def build(layer, features, boxes, scale=0.15, seed=0):
+  """Builds `layer` and draws all weights (gamma included) at random."""
+  layer(tf_features(features, layer.compute_dtype), tf.constant(boxes))
+  layer_contract.randomize_weights(layer, seed=seed, scale=scale)
+  return layer
+
+
+def assert_matches_reference(layer, features, boxes, rtol=2e-5):
+  got = layer(tf_features(features, layer.compute_dtype),
+              tf.constant(boxes)).numpy()
+  want = ref.groie(features, boxes, layer)
+  assert got.shape == want.shape
+  scale = np.abs(want).max()
+  assert scale > 1e-3, 'the configuration produced only zeros'
+  np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+  return got, want
+
+
+# One row per line of the paper's Tables I-IV, plus the options the paper's
+# text and the reference code disagree on.
+ABLATIONS = {
+    'table1_baseline': dict(level_selection='heuristic', pre_processing='none',
+                            post_processing='none'),
+    'table2_sum': dict(pre_processing='none', post_processing='none'),
+    'table2_sum_plus': dict(aggregation='sum+', pre_processing='none',
+                            post_processing='none'),
+    'table2_concat': dict(aggregation='concat', pre_processing='none',
+                          post_processing='none'),
+    'table3_pre_conv1x1': dict(pre_processing='conv1x1', post_processing='none'),
+    'table3_pre_conv3x3': dict(pre_processing='conv3x3', post_processing='none'),
+    'table3_pre_conv5x5': dict(pre_processing='conv5x5', post_processing='none'),
+    'table3_pre_non_local': dict(pre_processing='non_local',
+                                 post_processing='none'),
+    'table3_pre_attention': dict(pre_processing='attention',
+                                 post_processing='none'),
+    'table4_post_conv1x1': dict(pre_processing='none', post_processing='conv1x1'),
+    'table4_post_conv3x3': dict(pre_processing='none', post_processing='conv3x3'),
+    'table4_post_conv5x5': dict(pre_processing='none', post_processing='conv5x5'),
+    'table4_post_non_local': dict(pre_processing='none',
+                                  post_processing='non_local'),
+    'table4_post_attention': dict(pre_processing='none',
+                                  post_processing='attention'),
+    'per_level_pre_processing': dict(share_pre_processing=False),
+    'per_level_attention_pre': dict(share_pre_processing=False,
+                                    pre_processing='attention',
+                                    post_processing='none'),
+    'heuristic_with_modules': dict(level_selection='heuristic',
+                                   aggregation='sum+'),
+    'mmcv_compat': dict(mmcv_compat=True),
+    'legacy_alignment': dict(aligned=False, sampling_ratio=1),
+    'levels_3_to_6': dict(min_level=3, max_level=6),
+    'gather_implementation': dict(roi_align_implementation='gather'),
+}
+
+
+def test_paper_configuration_matches_reference():
+  """Shared 5x5 conv, sum, GeneralizedAttention '0100' with gamma != 0."""
+  features, boxes = make_features(), make_boxes()
+  layer = build(GRoIE(crop_size=7), features, boxes)
+  assert layer.post_module.gamma.numpy()[0] != 0
+  assert_matches_reference(layer, features, boxes)
+
+
+@pytest.mark.parametrize('name', sorted(ABLATIONS))
+def test_ablation_matches_reference(name):
+  features, boxes = make_features(seed=1), make_boxes()
+  layer = build(GRoIE(crop_size=5, **ABLATIONS[name]), features, boxes)
+  assert_matches_reference(layer, features, boxes)
+
+
+def test_mask_branch_crop_size_matches_reference():
+  features, boxes = make_features(seed=2), make_boxes()[:, :2]
+  layer = build(GRoIE(crop_size=14), features, boxes)
+  assert_matches_reference(layer, features, boxes)
+
+
+def test_heuristic_selection_differs_from_all_levels():
+  """Guards the reference tests: the options change the numbers."""
+  features, boxes = make_features(seed=3), make_boxes()
+  outputs = {}
+  for selection in ('all', 'heuristic'):
+    layer = GRoIE(crop_size=5, level_selection=selection,
+                  pre_processing='none', post_processing='none')
+    outputs[selection] = layer(tf_features(features), tf.constant(boxes))
+  assert np.abs(outputs['all'] - outputs['heuristic']).max() > 0.1
+
+
+def test_random_selection_pools_one_uniform_level_per_roi():
+  features = make_features(seed=4)
+  rng = np.random.default_rng(4)
+  corners = rng.uniform(0, 64, (2, 200, 2))
+  boxes = np.concatenate([corners, corners + rng.uniform(4, 60, (2, 200, 2))],
+                         -1)
+  layer = GRoIE(crop_size=3, level_selection='random', pre_processing='none',
+                post_processing='none', seed=7)
+  got = layer(tf_features(features), tf.constant(boxes)).numpy()
+  candidates = np.stack([
+      ref.groie(features, boxes, layer,
+                chosen_levels=np.full(boxes.shape[:2], level))
+      for level in range(2, 6)])  # [4, B, N, S, S, C]
+  errors = np.abs(candidates - got[None]).max(axis=(3, 4, 5))  # [4, B, N]
+  assert np.all(errors.min(axis=0) < 1e-4), 'an RoI matches no single level'
+  counts = np.bincount(errors.argmin(axis=0).ravel(), minlength=4)
+  assert counts.min() > 60, f'levels are not drawn uniformly: {counts}'
+
+
+def test_float64_layer_matches_reference_and_weight_gradients():
+  """In float64 only RoIAlign rounds (to float32); the rest is exact."""
+  features, boxes = make_features(seed=5), make_boxes()
+  layer = build(GRoIE(crop_size=5, dtype='float64'), features, boxes)
+  assert_matches_reference(layer, features, boxes, rtol=2e-6)
+  feats = tf_features(features, tf.float64)
+  layer_contract.assert_weight_gradients_match_finite_differences(
+      layer, lambda: layer(feats, tf.constant(boxes)))
+
+
+def test_gradients_reach_features_and_every_weight():
+  features, boxes = make_features(seed=6), make_boxes()
+  for options in ({}, dict(aggregation='concat', pre_processing='non_local',
+                           share_pre_processing=False)):
+    layer = build(GRoIE(crop_size=5, **options), features, boxes)
+    feats = tf_features(features)
+    layer_contract.assert_gradients_reach_everything(
+        layer, lambda: tf.reduce_sum(layer(feats, tf.constant(boxes))**2),
+        {k: feats[k] for k in ('2', '3', '4', '5')})
+
+
+def test_no_boxes():
+  features = tf_features(make_features())
+  out = GRoIE(crop_size=7)(features, tf.zeros([2, 0, 4]))
+  assert out.shape == (2, 0, 7, 7, CHANNELS)
+  # A count known only at run time takes the module path.
+  layer = GRoIE(crop_size=7, aggregation='sum+')
+  fn = tf.function(lambda b: layer(features, b),
+                   input_signature=[tf.TensorSpec([2, None, 4])])
+  assert fn(tf.zeros([2, 0, 4])).shape == (2, 0, 7, 7, CHANNELS)
+  np.testing.assert_allclose(fn(tf.constant(make_boxes(), tf.float32)),
+                             layer(features, tf.constant(make_boxes())),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_padded_and_outside_boxes_give_finite_outputs():
+  features = tf_features(make_features())
+  boxes = np.zeros((2, 4, 4))
+  boxes[0, 1] = [500.0, 500.0, 600.0, 700.0]
+  for selection in ('all', 'heuristic'):
+    out = GRoIE(level_selection=selection)(features, tf.constant(boxes))
+    assert np.all(np.isfinite(out.numpy()))
+
+
+def test_static_shapes_for_model_garden_heads():
+  """Model Garden reads N, S and C from static shapes; B may be unknown."""
+  layer = GRoIE(crop_size=7)
+  specs = {str(l): tf.TensorSpec([None, 128 // 2**l, 96 // 2**l, CHANNELS])
+           for l in range(2, 7)}
+  fn = tf.function(layer, input_signature=[specs, tf.TensorSpec([None, 9, 4])])
+  shape = fn.get_concrete_function().structured_outputs.shape.as_list()
+  assert shape == [None, 9, 7, 7, CHANNELS]
+
+
+def test_layer_contract():
+  features, boxes = make_features(seed=7), make_boxes()
+  feats = tf_features(features)
+  layer = build(GRoIE(crop_size=5, kernel_regularizer='l2'), features, boxes)
+  call = lambda l: l(feats, tf.constant(boxes))
+  layer_contract.assert_serialization_round_trip(layer, call)
+  layer_contract.assert_xla_matches_eager(layer, call)
+  # conv; attention query, value, proj and both position fc kernels.
+  assert len(layer.losses) == 6
+
+
+@pytest.mark.parametrize('policy,tolerance', [('mixed_bfloat16', 0.05),
+                                              ('mixed_float16', 0.01)])
+def test_mixed_precision(policy, tolerance):
+  features, boxes = make_features(seed=8), make_boxes()
+  reference = build(GRoIE(crop_size=7), features, boxes)
+  expected = reference(tf_features(features), tf.constant(boxes)).numpy()
+  tf_keras.mixed_precision.set_global_policy(policy)
+  layer = GRoIE(crop_size=7)
+  # Model Garden's decoder hands over features in the compute dtype.
+  feats = tf_features(features, layer.compute_dtype)
+  layer(feats, tf.constant(boxes))
+  layer.set_weights(reference.get_weights())
+  out = layer(feats, tf.constant(boxes))
+  assert out.dtype == layer.compute_dtype
+  assert all(w.dtype == tf.float32 for w in layer.weights)
+  np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), expected,
+                             rtol=0, atol=tolerance * np.abs(expected).max())
+
+
+def test_missing_level_is_named():
+  features = tf_features(make_features(levels=range(2, 5)))
+  with pytest.raises(ValueError, match='no level 5'):
+    GRoIE()(features, tf.constant(make_boxes()))
+
+
+def test_integer_level_keys_are_explained():
+  features = {int(k): v for k, v in tf_features(make_features()).items()}
+  with pytest.raises(ValueError, match='level strings'):
+    GRoIE()(features, tf.constant(make_boxes()))
+
+
+def test_channel_mismatch_is_named():
+  features = tf_features(make_features())
+  features['4'] = tf.zeros([2, 8, 6, 7])
+  with pytest.raises(ValueError, match='level 4 has 7'):
+    GRoIE()(features, tf.constant(make_boxes()))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(aggregation='mean'), 'aggregation'),
+    (dict(pre_processing='conv7x7'), 'pre_processing'),
+    (dict(post_processing='gc'), 'post_processing'),
+    (dict(level_selection='largest'), 'level_selection'),
+    (dict(level_selection='random', aggregation='concat'), 'nothing to concat'),
+    (dict(min_level=5, max_level=2), 'min_level'),
+    (dict(sampling_ratio=0), 'adaptive'),
+    (dict(crop_size=0), 'output_size'),
+    (dict(attention_num_heads=0), 'attention_num_heads'),
+    (dict(roi_align_implementation='tpu'), 'implementation'),
+])
+def test_invalid_options_raise_at_construction(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    GRoIE(**kwargs)
+
+
+def test_paper_parameter_count_at_256_channels():
+  """1,896,961 per extractor (reference 1.4): 5x5 conv + 6-head attention."""
+  layer = GRoIE(crop_size=7)
+  features = {str(l): tf.zeros([1, 64 // 2**l, 64 // 2**l, 256])
+              for l in range(2, 6)}
+  layer(features, tf.zeros([1, 1, 4]))
+  assert layer.count_params() == 1896961
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -1,0 +1,165 @@
+"""groie_tf.ops.roi_align and fpn_levels against the float64 references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from groie_tf import ops
+from tests.reference import roi_align as ref
+
+IMPLEMENTATIONS = ['crop_and_resize', 'gather']
+
+
+def make_boxes(image_height, image_width):
+  """Boxes `[2, 9, 4]` (y1x1y2x2, input pixels) covering the edge cases."""
+  h, w = float(image_height), float(image_width)
+  image0 = [
+      [3.1, 5.7, 29.3, 21.9],        # ordinary, non-square
+      [-9.0, -13.0, 17.0, 11.5],     # partly above and left of the image
+      [h - 20.0, w - 7.0, h + 31.0, w + 9.0],  # partly below and right
+      [h + 40.0, 2.0, h + 90.0, 30.0],         # wholly below the image
+      [-70.0, -60.0, -30.0, -25.0],  # wholly above and left
+      [12.3, 8.6, 12.9, 9.1],        # under one input pixel
+      [10.0, 10.0, 10.0, 10.0],      # zero size
+      [0.0, 0.0, 0.0, 0.0],          # Model Garden's zero padding
+      [0.0, 0.0, h, w],              # the whole image
+  ]
+  image1 = [[y1 * 0.7 + 1.3, x1 * 0.9 + 0.4, y2 * 0.8 + 2.1, x2 * 0.6 + 5.0]
+            for y1, x1, y2, x2 in image0]
+  return np.array([image0, image1], np.float32)
+
+
+def make_features(height, width, channels=3, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.standard_normal((2, height, width, channels)).astype(np.float32)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('stride,height,width,output_size,sampling_ratio', [
+    (4, 11, 9, 3, 2),
+    (8, 6, 7, 7, 2),
+    (16, 3, 4, 2, 1),
+    (2, 9, 13, 4, 3),
+])
+def test_matches_reference(implementation, aligned, stride, height, width,
+                           output_size, sampling_ratio):
+  features = make_features(height, width)
+  boxes = make_boxes(height * stride, width * stride)
+  got = ops.roi_align(tf.constant(features), tf.constant(boxes), output_size,
+                      stride, sampling_ratio, aligned, implementation)
+  want = ref.roi_align(features, boxes, output_size, stride, sampling_ratio,
+                       aligned)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
+
+
+def test_boxes_outside_the_map_give_zeros_and_edge_boxes_do_not():
+  """The clamp and the zero rule are what separate this from plain resize."""
+  features = make_features(6, 7)
+  boxes = make_boxes(6 * 8, 7 * 8)
+  out = ops.roi_align(tf.constant(features), tf.constant(boxes), 7, 8).numpy()
+  np.testing.assert_array_equal(out[:, 3:5], 0.0)  # wholly outside
+  assert np.all(np.abs(out[:, 1]).sum(axis=(1, 2, 3)) > 0)  # partly outside
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+@pytest.mark.parametrize('aligned', [True, False])
+def test_feature_gradient_matches_reference(implementation, aligned):
+  features = make_features(9, 8, channels=2)
+  boxes = make_boxes(9 * 4, 8 * 4)
+  upstream = np.random.default_rng(1).standard_normal(
+      (2, boxes.shape[1], 3, 3, 2))
+  features_t = tf.constant(features)
+  with tf.GradientTape() as tape:
+    tape.watch(features_t)
+    pooled = ops.roi_align(features_t, tf.constant(boxes), 3, 4, 2, aligned,
+                           implementation)
+    loss = tf.reduce_sum(pooled * tf.constant(upstream, tf.float32))
+  got = tape.gradient(loss, features_t).numpy()
+  want = ref.roi_align_feature_gradient(features.shape, boxes, upstream, 3, 4,
+                                        2, aligned)
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_no_boxes(implementation):
+  features = tf.constant(make_features(5, 6))
+  out = ops.roi_align(features, tf.zeros([2, 0, 4]), 7, 4,
+                      implementation=implementation)
+  assert out.shape == (2, 0, 7, 7, 3)
+
+
+def test_static_shape_is_kept_for_a_dynamic_batch():
+  """Model Garden's heads read N, P and C from the static shape."""
+  fn = tf.function(
+      lambda f, b: ops.roi_align(f, b, 7, 4),
+      input_signature=[tf.TensorSpec([None, 8, 8, 5]),
+                       tf.TensorSpec([None, 12, 4])])
+  concrete = fn.get_concrete_function()
+  assert concrete.structured_outputs.shape.as_list() == [None, 12, 7, 7, 5]
+
+
+def test_xla_auto_uses_gather_and_matches_reference():
+  features = make_features(6, 7)
+  boxes = make_boxes(6 * 8, 7 * 8)
+  compiled = tf.function(lambda f, b: ops.roi_align(f, b, 7, 8),
+                         jit_compile=True)
+  got = compiled(tf.constant(features), tf.constant(boxes)).numpy()
+  np.testing.assert_allclose(got, ref.roi_align(features, boxes, 7, 8),
+                             rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize('dtype', [tf.bfloat16, tf.float16, tf.float64])
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_output_keeps_the_feature_dtype(dtype, implementation):
+  features = make_features(6, 7)
+  boxes = make_boxes(6 * 8, 7 * 8)
+  out = ops.roi_align(tf.cast(features, dtype), tf.constant(boxes), 3, 8,
+                      implementation=implementation)
+  assert out.dtype == dtype
+  # bfloat16 keeps 8 bits of mantissa: the input rounding bounds the error.
+  tolerance = {tf.bfloat16: 3e-2, tf.float16: 3e-3, tf.float64: 2e-5}[dtype]
+  np.testing.assert_allclose(
+      tf.cast(out, tf.float64).numpy(), ref.roi_align(features, boxes, 3, 8),
+      rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(sampling_ratio=0), 'adaptive'),
+    (dict(sampling_ratio=-1), 'sampling_ratio'),
+    (dict(output_size=0), 'output_size'),
+    (dict(stride=0), 'stride'),
+    (dict(implementation='cuda'), 'implementation'),
+])
+def test_invalid_arguments_raise(kwargs, message):
+  args = dict(output_size=7, stride=4)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=message):
+    ops.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 1, 4]), **args)
+
+
+def test_wrong_box_shape_raises():
+  with pytest.raises(ValueError, match=r'boxes must be \[B, N, 4\]'):
+    ops.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), 7, 4)
+
+
+def test_fpn_levels_match_reference():
+  rng = np.random.default_rng(3)
+  corners = rng.uniform(0, 900, (2, 40, 2))
+  sizes = np.exp(rng.uniform(np.log(2), np.log(1200), (2, 40, 2)))
+  boxes = np.concatenate([corners, corners + sizes], -1)[..., [0, 1, 2, 3]]
+  # Exact powers of two of the canonical size, zero padding, negative area.
+  special = np.array([[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 448, 448],
+                      [0, 0, 0, 0], [5, 5, 1, 9], [0, 0, 111.9, 112]],
+                     np.float32)
+  boxes = np.concatenate([boxes, np.broadcast_to(special, (2, 6, 4))], 1)
+  got = ops.fpn_levels(tf.constant(boxes, tf.float32), 2, 5).numpy()
+  want = ref.fpn_levels(boxes.astype(np.float32), 2, 5)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[0, -6:], [4, 3, 5, 2, 2, 2])
+  assert set(got.ravel().tolist()) == {2, 3, 4, 5}
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))
