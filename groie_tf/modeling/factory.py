@@ -1,0 +1,54 @@
+"""Builds Model Garden's Mask R-CNN with GRoIE, without copying its factory."""
+
+from typing import Optional
+
+import tf_keras
+from official.vision.modeling import factory as mg_factory
+from official.vision.modeling import maskrcnn_model
+
+from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.layers import GRoIE
+
+
+def build_groie_maskrcnn(
+    input_specs: tf_keras.layers.InputSpec,
+    model_config: groie_config.GRoIEMaskRCNN,
+    l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
+) -> maskrcnn_model.MaskRCNNModel:
+  """Model Garden's Mask R-CNN with GRoIE where the config asks for it.
+
+  `official.vision.modeling.factory.build_maskrcnn` builds the stock model;
+  its constructor arguments (`get_config()`) are reused with the aligners
+  swapped. A branch whose GRoIE block is None keeps the stock aligner.
+
+  Cascade R-CNN: Model Garden calls one `roi_aligner` for every stage, so all
+  stages share the box GRoIE and its weights, as they share the stock
+  aligner; each stage keeps its own detection head.
+
+  Args:
+    input_specs: the image input spec, `[None, H, W, 3]`.
+    model_config: a `GRoIEMaskRCNN` (or any `MaskRCNN`, which gives the stock
+      model).
+    l2_regularizer: applied to GRoIE's kernels as to the rest of the model.
+
+  Returns:
+    A `MaskRCNNModel`.
+  """
+  stock = mg_factory.build_maskrcnn(input_specs, model_config, l2_regularizer)
+  box_block = getattr(model_config, 'box_groie', None)
+  mask_block = (getattr(model_config, 'mask_groie', None)
+                if model_config.include_mask else None)
+  if box_block is None and mask_block is None:
+    return stock
+  components = dict(stock.get_config())
+  if box_block is not None:
+    components['roi_aligner'] = GRoIE(
+        kernel_regularizer=l2_regularizer, name='box_groie',
+        **groie_config.groie_layer_kwargs(
+            box_block, model_config.roi_aligner.crop_size))
+  if mask_block is not None:
+    components['mask_roi_aligner'] = GRoIE(
+        kernel_regularizer=l2_regularizer, name='mask_groie',
+        **groie_config.groie_layer_kwargs(
+            mask_block, model_config.mask_roi_aligner.crop_size))
+  return maskrcnn_model.MaskRCNNModel(**components)

@@ -1,0 +1,140 @@
+"""Experiments validate, and the factory puts GRoIE exactly where configured."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+from official.core import exp_factory
+from official.core import task_factory
+from official.vision.modeling.layers import roi_aligner
+
+from groie_tf import demo
+from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.layers import GRoIE
+from groie_tf.modeling import factory
+from groie_tf.tasks import groie_maskrcnn as groie_task
+
+EXPERIMENTS = ['groie_maskrcnn_resnetfpn_coco',
+               'groie_fasterrcnn_resnetfpn_coco',
+               'groie_cascadercnn_resnetfpn_coco']
+IMAGE_SIZE = 128
+
+
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_registered_experiments_validate(name):
+  config = exp_factory.get_exp_config(name)
+  config.validate()
+  assert isinstance(config.task, groie_config.GRoIEMaskRCNNTask)
+  assert config.task.model.box_groie.pre_processing == 'conv5x5'
+  assert not config.task.init_checkpoint  # nothing to download
+  # The rest is Model Garden's own experiment.
+  assert config.trainer.train_steps == 22500
+
+
+def test_faster_and_cascade_variants():
+  faster = exp_factory.get_exp_config('groie_fasterrcnn_resnetfpn_coco')
+  assert not faster.task.model.include_mask and faster.task.model.mask_groie is None
+  cascade = exp_factory.get_exp_config('groie_cascadercnn_resnetfpn_coco')
+  assert cascade.task.model.roi_sampler.cascade_iou_thresholds == [0.6, 0.7]
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'box_groie': {'aggregation': 'mean'}}, 'task.model.box_groie: aggregation'),
+    ({'mask_groie': {'pre_processing': 'conv7x7'}},
+     'task.model.mask_groie: pre_processing'),
+    ({'box_groie': {'sampling_ratio': 0}}, 'box_groie: sampling_ratio=0'),
+    ({'box_groie': {'max_level': 7}}, 'outside the FPN levels'),
+    ({'box_groie': {'level_selection': 'random', 'aggregation': 'concat'}},
+     'nothing to concatenate'),
+])
+def test_invalid_values_fail_validation_naming_the_field(override, message):
+  config = exp_factory.get_exp_config('groie_maskrcnn_resnetfpn_coco')
+  config.override({'task': {'model': override}})
+  with pytest.raises(ValueError, match=message):
+    config.validate()
+
+
+def test_unknown_field_is_rejected():
+  config = exp_factory.get_exp_config('groie_maskrcnn_resnetfpn_coco')
+  with pytest.raises(KeyError, match='pre_procesing'):
+    config.override({'task': {'model': {'box_groie': {'pre_procesing': 'x'}}}})
+
+
+def small_model_config(**groie_blocks):
+  config = groie_config.GRoIEMaskRCNN()
+  config.override(demo.small_maskrcnn_config(IMAGE_SIZE).as_dict())
+  config.override(groie_blocks)
+  return config
+
+
+def build(config):
+  tf_keras.backend.clear_session()
+  return factory.build_groie_maskrcnn(
+      tf_keras.layers.InputSpec(shape=[None, IMAGE_SIZE, IMAGE_SIZE, 3]),
+      config, tf_keras.regularizers.l2(1e-4))
+
+
+@pytest.mark.parametrize('box,mask', [(True, True), (True, False),
+                                      (False, True), (False, False)])
+def test_factory_places_groie_where_configured(box, mask):
+  config = small_model_config()
+  if not box:
+    config.box_groie = None
+  if not mask:
+    config.mask_groie = None
+  model = build(config)
+  for layer, wanted, size in ((model.roi_aligner, box, 7),
+                              (model.mask_roi_aligner, mask, 14)):
+    expected = GRoIE if wanted else roi_aligner.MultilevelROIAligner
+    assert type(layer) is expected  # pylint: disable=unidiomatic-typecheck
+    assert layer.get_config()['crop_size'] == size
+  if box:
+    assert model.roi_aligner.kernel_regularizer is not None
+
+
+def test_config_blocks_become_layer_arguments():
+  config = small_model_config(box_groie={'aggregation': 'concat',
+                                         'pre_processing': 'non_local',
+                                         'share_pre_processing': False})
+  layer = build(config).roi_aligner
+  assert (layer.aggregation, layer.pre_processing,
+          layer.share_pre_processing) == ('concat', 'non_local', False)
+
+
+def test_task_is_registered_and_groie_weights_checkpoint(tmp_path):
+  config = exp_factory.get_exp_config('groie_maskrcnn_resnetfpn_coco')
+  config.task.model = small_model_config()
+  task = task_factory.get_task(config.task)
+  assert isinstance(task, groie_task.GRoIEMaskRCNNTask)
+  model = task.build_model()
+  assert isinstance(model.roi_aligner, GRoIE)
+  for weight in model.roi_aligner.weights + model.mask_roi_aligner.weights:
+    weight.assign(tf.random.normal(weight.shape))
+  path = tf.train.Checkpoint(model=model).save(str(tmp_path / 'ckpt'))
+  restored = task.build_model()
+  tf.train.Checkpoint(model=restored).restore(path).assert_consumed()
+  for name in ('roi_aligner', 'mask_roi_aligner'):
+    for saved, loaded in zip(getattr(model, name).weights,
+                             getattr(restored, name).weights):
+      np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+
+
+def test_backbone_only_init_checkpoint_loads(tmp_path):
+  config = exp_factory.get_exp_config('groie_maskrcnn_resnetfpn_coco')
+  config.task.model = small_model_config()
+  task = task_factory.get_task(config.task)
+  source = task.build_model()
+  path = tf.train.Checkpoint(backbone=source.backbone).save(
+      str(tmp_path / 'backbone'))
+  config.task.init_checkpoint = path
+  config.task.init_checkpoint_modules = 'backbone'
+  task = task_factory.get_task(config.task)
+  target = task.build_model()
+  task.initialize(target)
+  for a, b in zip(source.backbone.weights, target.backbone.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))
