@@ -289,7 +289,9 @@ class GRoIE(tf_keras.layers.Layer):
         for level in self._levels
     ]  # L x [B, N, S, S, C]
 
-    if self.share_pre_processing:
+    if self.pre_processing == 'none':
+      per_level = pooled
+    elif self.share_pre_processing:
       # One module call over all levels: [L*B*N, S, S, C].
       stacked = tf.concat([flat(p) for p in pooled], 0)
       stacked = self._apply(self.pre_modules[0], stacked, static_num_boxes)
