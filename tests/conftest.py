@@ -18,3 +18,15 @@ def _seed_and_reset_policy():
   tf_keras.mixed_precision.set_global_policy('float32')
   yield
   tf_keras.mixed_precision.set_global_policy('float32')
+
+
+@pytest.fixture(scope='session')
+def tiny_shapes(tmp_path_factory):
+  """A 128 px built-in data set of 8 + 4 images, generated once per session."""
+  from groie_tf.data import shapes  # pylint: disable=g-import-not-at-top
+  data = shapes.ShapesDataset(
+      root=str(tmp_path_factory.mktemp('shapes')), num_train_images=8,
+      num_val_images=4, image_size=128, min_object_size=6,
+      max_object_size=120, max_objects_per_image=6, seed=3)
+  shapes.ensure_dataset(data)
+  return data

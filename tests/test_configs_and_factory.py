@@ -136,5 +136,31 @@ def test_backbone_only_init_checkpoint_loads(tmp_path):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_shapes_experiments_differ_only_in_their_aligners():
+  groie = exp_factory.get_exp_config('groie_maskrcnn_shapes').as_dict()
+  baseline = exp_factory.get_exp_config('maskrcnn_shapes').as_dict()
+  assert baseline['task']['model'].pop('box_groie') is None
+  assert baseline['task']['model'].pop('mask_groie') is None
+  assert groie['task']['model'].pop('box_groie')['pre_processing'] == 'conv5x5'
+  groie['task']['model'].pop('mask_groie')
+  assert groie == baseline
+
+
+def test_shapes_experiment_points_at_its_data_and_rejects_other_paths():
+  config = exp_factory.get_exp_config('groie_maskrcnn_shapes')
+  config.task.shapes_data.root = '/data/cache'
+  config.validate()
+  directory = '/data/cache/' + config.task.shapes_data.name
+  assert config.task.train_data.input_path == directory + '/train-*'
+  assert config.task.annotation_file == directory + '/instances_val.json'
+  mine = exp_factory.get_exp_config('groie_maskrcnn_shapes')
+  mine.task.train_data.input_path = '/data/mine/train-*'
+  with pytest.raises(ValueError, match=r'task.shapes_data selects the built-in'
+                     r'.*task.train_data.input_path name other data'):
+    mine.validate()
+  mine.task.shapes_data = None
+  mine.validate()  # the user's own data
+
+
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -7,9 +7,16 @@ Garden points it at a cloud bucket); set it to a local backbone checkpoint
 with `task.init_checkpoint_modules=backbone`.
 """
 
+from official.core import config_definitions as cfg
 from official.core import exp_factory
+from official.modeling import optimization
+from official.vision.configs import backbones
+from official.vision.configs import common
+from official.vision.configs import decoders
+from official.vision.configs import maskrcnn as maskrcnn_config
 
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.data import shapes
 
 
 def _from_model_garden(name: str) -> groie_config.GRoIEExperimentConfig:
@@ -51,3 +58,99 @@ def groie_cascadercnn_resnetfpn_coco() -> groie_config.GRoIEExperimentConfig:
   model.detection_head.class_agnostic_bbox_pred = True
   model.detection_head.cascade_class_ensemble = True
   return config
+
+
+# The built-in data set, sized so that `train.py --mode=train_and_eval` runs
+# in under 15 minutes on 2 CPU cores (see docs/results.md).
+_SHAPES_TRAIN_STEPS = 900
+_SHAPES_BATCH_SIZE = 8
+
+
+def _shapes_experiment(with_groie: bool) -> groie_config.GRoIEExperimentConfig:
+  """Mask R-CNN sized for the built-in shapes set, with or without GRoIE."""
+  data = shapes.ShapesDataset()
+  size = data.image_size
+  model = groie_config.GRoIEMaskRCNN(
+      num_classes=len(shapes.CLASS_NAMES) + 1,  # background included
+      input_size=[size, size, 3],
+      min_level=2,
+      max_level=6,
+      anchor=maskrcnn_config.Anchor(anchor_size=4.0),
+      backbone=backbones.Backbone(
+          type='resnet',
+          resnet=backbones.ResNet(model_id=18, depth_multiplier=0.5)),
+      decoder=decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=48)),
+      rpn_head=maskrcnn_config.RPNHead(num_filters=48),
+      detection_head=maskrcnn_config.DetectionHead(
+          num_convs=0, num_fcs=2, fc_dims=256),
+      roi_generator=maskrcnn_config.ROIGenerator(
+          pre_nms_top_k=1000, num_proposals=256, test_pre_nms_top_k=500,
+          test_num_proposals=200),
+      roi_sampler=maskrcnn_config.ROISampler(num_sampled_rois=64),
+      mask_head=maskrcnn_config.MaskHead(num_convs=2, num_filters=48),
+      mask_sampler=maskrcnn_config.MaskSampler(num_sampled_masks=16),
+      detection_generator=maskrcnn_config.DetectionGenerator(
+          max_num_detections=50),
+      norm_activation=common.NormActivation(
+          activation='relu', norm_momentum=0.9, norm_epsilon=1e-5,
+          use_sync_bn=False),
+  )
+  if not with_groie:
+    model.box_groie = None
+    model.mask_groie = None
+
+  def data_config(training: bool) -> maskrcnn_config.DataConfig:
+    return maskrcnn_config.DataConfig(
+        is_training=training,
+        global_batch_size=_SHAPES_BATCH_SIZE,
+        drop_remainder=training,
+        dtype='float32',
+        shuffle_buffer_size=1000,
+        parser=maskrcnn_config.Parser(
+            aug_rand_hflip=training, mask_crop_size=56))
+
+  num_val = data.num_val_images
+  task = groie_config.GRoIEMaskRCNNTask(
+      model=model,
+      shapes_data=data,
+      seed=0,
+      losses=maskrcnn_config.Losses(l2_weight_decay=1e-4),
+      train_data=data_config(training=True),
+      validation_data=data_config(training=False),
+      per_category_metrics=True)
+  trainer = cfg.TrainerConfig(
+      train_steps=_SHAPES_TRAIN_STEPS,
+      validation_steps=-(-num_val // _SHAPES_BATCH_SIZE),
+      validation_interval=_SHAPES_TRAIN_STEPS,
+      steps_per_loop=50,
+      summary_interval=50,
+      checkpoint_interval=150,
+      max_to_keep=2,
+      optimizer_config=optimization.OptimizationConfig({
+          'optimizer': {'type': 'sgd', 'sgd': {'momentum': 0.9,
+                                               'global_clipnorm': 10.0}},
+          'learning_rate': {
+              'type': 'stepwise',
+              'stepwise': {
+                  'boundaries': [int(_SHAPES_TRAIN_STEPS * 0.8)],
+                  'values': [0.04, 0.004]}},
+          'warmup': {'type': 'linear',
+                     'linear': {'warmup_steps': 100,
+                                'warmup_learning_rate': 0.004}}}))
+  return groie_config.GRoIEExperimentConfig(
+      task=task, trainer=trainer,
+      runtime=cfg.RuntimeConfig(distribution_strategy='mirrored'),
+      restrictions=['task.train_data.is_training != None',
+                    'task.validation_data.is_training != None'])
+
+
+@exp_factory.register_config_factory('groie_maskrcnn_shapes')
+def groie_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
+  """GRoIE Mask R-CNN on the built-in shapes set (the README's main job)."""
+  return _shapes_experiment(with_groie=True)
+
+
+@exp_factory.register_config_factory('maskrcnn_shapes')
+def maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
+  """The baseline twin: the same model and schedule, stock RoI aligners."""
+  return _shapes_experiment(with_groie=False)

@@ -8,11 +8,14 @@ same code.
 """
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional
 
 from official.core import config_definitions as cfg
 from official.modeling import hyperparams
 from official.vision.configs import maskrcnn as maskrcnn_config
+
+from groie_tf.data import shapes
 
 
 @dataclasses.dataclass
@@ -42,7 +45,17 @@ class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
 
 @dataclasses.dataclass
 class GRoIEMaskRCNNTask(maskrcnn_config.MaskRCNNTask):
+  """Model Garden's task config, plus the optional built-in data set.
+
+  With `shapes_data` set, the task generates that set on first use and reads
+  it: `GRoIEExperimentConfig.validate()` sets the train and validation input
+  paths and the annotation file from it, and they must be left empty.
+  """
   model: GRoIEMaskRCNN = dataclasses.field(default_factory=GRoIEMaskRCNN)
+  shapes_data: Optional[shapes.ShapesDataset] = None
+  # Seeds Python, NumPy and TensorFlow (weight initialisation, shuffling)
+  # before the model is built; None leaves them random.
+  seed: Optional[int] = None
 
 
 def groie_layer_kwargs(block: GRoIE, crop_size: int) -> Dict[str, Any]:
@@ -77,11 +90,49 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
           f'{prefix}.')
 
 
+def shapes_data_paths(data: shapes.ShapesDataset) -> Dict[str, str]:
+  """The task fields that read the built-in set `data`."""
+  directory = shapes.dataset_dir(data)
+  return {'train_data.input_path': os.path.join(directory, 'train-*'),
+          'validation_data.input_path': os.path.join(directory, 'val-*'),
+          'annotation_file': os.path.join(directory, 'instances_val.json')}
+
+
+def point_to_shapes_data(task: GRoIEMaskRCNNTask, prefix: str = 'task'):
+  """Sets the data paths of `task` to its built-in set, if it has one.
+
+  Raises:
+    ValueError: if the config names both the built-in set and other data.
+  """
+  if task.shapes_data is None:
+    return
+  expected = shapes_data_paths(task.shapes_data)
+  given = {'train_data.input_path': task.train_data.input_path,
+           'validation_data.input_path': task.validation_data.input_path,
+           'annotation_file': task.annotation_file}
+  conflicts = [f'{prefix}.{k}' for k, v in given.items()
+               if v and v != expected[k]]
+  if conflicts:
+    raise ValueError(
+        f'{prefix}.shapes_data selects the built-in data set, but '
+        f'{", ".join(conflicts)} name other data. To train on your own data, '
+        f'also set {prefix}.shapes_data to null.')
+  task.train_data.input_path = expected['train_data.input_path']
+  task.validation_data.input_path = expected['validation_data.input_path']
+  task.annotation_file = expected['annotation_file']
+
+
 @dataclasses.dataclass
 class GRoIEExperimentConfig(cfg.ExperimentConfig):
-  """An experiment whose `validate()` also checks the GRoIE blocks."""
+  """An experiment whose `validate()` also checks the GRoIE blocks.
+
+  It also points the inputs at the built-in data set when the task has one
+  (`point_to_shapes_data`): Model Garden validates a config after the
+  overrides and before locking it, so that is where derived fields belong.
+  """
   task: GRoIEMaskRCNNTask = dataclasses.field(default_factory=GRoIEMaskRCNNTask)
 
   def validate(self):
     super().validate()
     validate_groie_model(self.task.model)
+    point_to_shapes_data(self.task)

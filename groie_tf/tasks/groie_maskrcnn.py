@@ -5,6 +5,7 @@ from official.core import task_factory
 from official.vision.tasks import maskrcnn
 
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.data import shapes
 from groie_tf.modeling import factory
 
 
@@ -13,8 +14,18 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   """Model Garden's `MaskRCNNTask` building its model with GRoIE.
 
   Inputs, losses, COCO evaluation and summaries are Model Garden's own; only
-  `build_model` differs.
+  `build_model` differs, and the built-in data set is generated on first use.
   """
+
+  def __init__(self, params: groie_config.GRoIEMaskRCNNTask, logging_dir=None,
+               name=None):
+    if params.shapes_data is not None:
+      if params.train_data.input_path != groie_config.shapes_data_paths(
+          params.shapes_data)['train_data.input_path']:
+        raise ValueError('task.shapes_data is set but the input paths do not '
+                         'point to it: validate the experiment config first.')
+      shapes.ensure_dataset(params.shapes_data)
+    super().__init__(params, logging_dir=logging_dir, name=name)
 
   def build_model(self) -> tf_keras.Model:
     model_config = self.task_config.model

@@ -1,0 +1,75 @@
+"""One training step under MirroredStrategy on two logical CPUs, and on one.
+
+    python -m tests.mirrored_step SHAPES_DATA_JSON
+
+Run in its own process by tests/test_training.py: logical devices must be
+configured before TensorFlow initialises, which a pytest session has done
+long before. Prints one JSON line: both losses and the largest difference
+between the weights after the step.
+"""
+
+import json
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+# pylint: disable=g-import-not-at-top
+from official.core import task_factory
+
+from groie_tf.data import shapes
+from tests.tiny_experiment import tiny_experiment
+
+
+def one_step(task, config, strategy, initial_weights, batch):
+  """The loss of one train step, and the weights it leaves."""
+  with strategy.scope():
+    model = task.build_model()
+    model.set_weights(initial_weights)
+    optimizer = task.create_optimizer(config.trainer.optimizer_config,
+                                      config.runtime)
+  inputs = strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).unbatch().batch(2))
+
+  @tf.function
+  def step(features_and_labels):
+    return strategy.run(task.train_step,
+                        args=(features_and_labels, model, optimizer))
+
+  logs = step(next(iter(inputs)))
+  loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, logs['loss'],
+                         axis=None)
+  return float(loss), [w.numpy() for w in model.trainable_weights]
+
+
+def main():
+  data = shapes.ShapesDataset(**json.loads(sys.argv[1]))
+  config = tiny_experiment(data, batch_size=1)
+  task = task_factory.get_task(config.task)
+  features, labels = next(iter(task.build_inputs(config.task.train_data)))
+  # The same image twice: with per-replica batch norm, two replicas of one
+  # image each see the statistics of the whole batch.
+  batch = tf.nest.map_structure(lambda t: tf.concat([t, t], 0),
+                                (features, labels))
+  initial = task.build_model().get_weights()
+  single_loss, single_weights = one_step(
+      task, config, tf.distribute.OneDeviceStrategy('/cpu:0'), initial, batch)
+  mirrored = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  mirrored_loss, mirrored_weights = one_step(task, config, mirrored, initial,
+                                             batch)
+  moved = max(np.abs(w - w0).max() for w, w0 in zip(single_weights, initial))
+  print(json.dumps({
+      'replicas': mirrored.num_replicas_in_sync,
+      'single_loss': single_loss, 'mirrored_loss': mirrored_loss,
+      'weights_moved': float(moved),
+      'max_weight_difference': float(max(
+          np.abs(a - b).max() for a, b in zip(single_weights,
+                                              mirrored_weights)))}))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,42 @@
+"""A CPU-sized shapes experiment for tests that train."""
+
+from official.core import exp_factory
+
+from groie_tf import registry_imports  # pylint: disable=unused-import
+
+
+def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
+                    train_steps: int = 2):
+  """`groie_maskrcnn_shapes` (or its baseline) shrunk to seconds per step.
+
+  The RoI and mask samplers are given room for every candidate (32
+  proposals, at most 6 objects), so a training step on a fixed batch is
+  deterministic: they take all candidates instead of a random subset.
+  """
+  name = 'groie_maskrcnn_shapes' if groie else 'maskrcnn_shapes'
+  config = exp_factory.get_exp_config(name)
+  size = shapes_data.image_size
+  config.override({
+      'task': {
+          'shapes_data': shapes_data.as_dict(),
+          'model': {
+              'input_size': [size, size, 3],
+              'backbone': {'resnet': {'depth_multiplier': 0.25}},
+              'roi_generator': {'pre_nms_top_k': 200, 'num_proposals': 32,
+                                'test_pre_nms_top_k': 200,
+                                'test_num_proposals': 32},
+              'roi_sampler': {'num_sampled_rois': 128,
+                              'foreground_fraction': 0.5},
+              'mask_sampler': {'num_sampled_masks': 64},
+              'detection_generator': {'max_num_detections': 10},
+          },
+          'train_data': {'global_batch_size': batch_size,
+                         'shuffle_buffer_size': 8},
+          'validation_data': {'global_batch_size': batch_size},
+      },
+      'trainer': {'train_steps': train_steps, 'steps_per_loop': 1,
+                  'summary_interval': 1, 'checkpoint_interval': 1,
+                  'validation_steps': 1, 'validation_interval': train_steps},
+  }, is_strict=True)
+  config.validate()
+  return config
