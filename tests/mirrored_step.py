@@ -1,11 +1,12 @@
 """One training step under MirroredStrategy on two logical CPUs, and on one.
 
-    python -m tests.mirrored_step SHAPES_DATA_JSON
+    python -m tests.mirrored_step SHAPES_DATA_JSON [groie|baseline]
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
-long before. Prints one JSON line: both losses and the largest difference
-between the weights after the step.
+long before. Prints one JSON line: both losses, and the
+global norm of the weights' change and of the difference between the two
+strategies' weights after the step.
 """
 
 import json
@@ -26,10 +27,11 @@ from tests.tiny_experiment import tiny_experiment
 
 
 def one_step(task, config, strategy, initial_weights, batch):
-  """The loss of one train step, and the weights it leaves."""
+  """The loss of one train step, and the trainable weights before and after."""
   with strategy.scope():
     model = task.build_model()
     model.set_weights(initial_weights)
+    before = [w.numpy() for w in model.trainable_weights]
     optimizer = task.create_optimizer(config.trainer.optimizer_config,
                                       config.runtime)
   inputs = strategy.experimental_distribute_dataset(
@@ -43,12 +45,12 @@ def one_step(task, config, strategy, initial_weights, batch):
   logs = step(next(iter(inputs)))
   loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, logs['loss'],
                          axis=None)
-  return float(loss), [w.numpy() for w in model.trainable_weights]
+  return float(loss), before, [w.numpy() for w in model.trainable_weights]
 
 
 def main():
   data = shapes.ShapesDataset(**json.loads(sys.argv[1]))
-  config = tiny_experiment(data, batch_size=1)
+  config = tiny_experiment(data, groie=sys.argv[2] == 'groie', batch_size=1)
   task = task_factory.get_task(config.task)
   features, labels = next(iter(task.build_inputs(config.task.train_data)))
   # The same image twice: with per-replica batch norm, two replicas of one
@@ -56,19 +58,17 @@ def main():
   batch = tf.nest.map_structure(lambda t: tf.concat([t, t], 0),
                                 (features, labels))
   initial = task.build_model().get_weights()
-  single_loss, single_weights = one_step(
+  single_loss, before, single = one_step(
       task, config, tf.distribute.OneDeviceStrategy('/cpu:0'), initial, batch)
   mirrored = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-  mirrored_loss, mirrored_weights = one_step(task, config, mirrored, initial,
-                                             batch)
-  moved = max(np.abs(w - w0).max() for w, w0 in zip(single_weights, initial))
+  mirrored_loss, _, replicated = one_step(task, config, mirrored, initial,
+                                          batch)
+  norm = lambda arrays: float(np.sqrt(sum((a**2).sum() for a in arrays)))
   print(json.dumps({
       'replicas': mirrored.num_replicas_in_sync,
       'single_loss': single_loss, 'mirrored_loss': mirrored_loss,
-      'weights_moved': float(moved),
-      'max_weight_difference': float(max(
-          np.abs(a - b).max() for a, b in zip(single_weights,
-                                              mirrored_weights)))}))
+      'weights_moved': norm([a - b for a, b in zip(single, before)]),
+      'weight_difference': norm([a - b for a, b in zip(single, replicated)])}))
 
 
 if __name__ == '__main__':

@@ -1,7 +1,6 @@
 """Training: a step lowers the loss, replicas agree, runs resume, train.py runs."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -65,22 +64,28 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
     assert np.abs(new.numpy() - old).max() > 0, new.name
 
 
-def test_two_replica_mirrored_step_matches_the_single_device_step(tiny_shapes):
+# The update's tolerance: float32 sums in another order measure 0.6% of the
+# step for the baseline. GRoIE measures 5-10%, and 0.2-0.5% between two
+# identical single-device runs: its backward is not deterministic on CPU
+# (every RoI accumulates into the same 4 small FPN maps). Losses summed
+# instead of averaged over the replicas would make it 100%.
+@pytest.mark.parametrize('model, tolerance', [('baseline', 0.02),
+                                              ('groie', 0.25)])
+def test_two_replica_mirrored_step_matches_the_single_device_step(
+    tiny_shapes, model, tolerance):
   result = subprocess.run(
       [sys.executable, '-m', 'tests.mirrored_step',
-       json.dumps(tiny_shapes.as_dict())],
+       json.dumps(tiny_shapes.as_dict()), model],
       cwd=_ROOT, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, PYTHONPATH=_ROOT))
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report['replicas'] == 2
-  # float32 sums in another order: measured 1e-5 relative on the loss, and
-  # 1.2% of the largest weight change. Losses summed instead of averaged
-  # over replicas would make the second 100%.
   assert report['mirrored_loss'] == pytest.approx(report['single_loss'],
                                                   rel=1e-4)
   assert report['weights_moved'] > 1e-4
-  assert report['max_weight_difference'] < 0.05 * report['weights_moved']
+  assert report['weight_difference'] < tolerance * report['weights_moved'], (
+      report)
 
 
 def _checkpoint_values(path):
@@ -145,18 +150,20 @@ def test_strategy_defaults_to_every_visible_gpu(monkeypatch):
   assert seen['num_gpus'] == 1
 
 
-def test_progress_logger_reports_rate_and_eta(monkeypatch, caplog):
+def test_progress_logger_reports_rate_and_eta(monkeypatch):
   clock = iter([100.0, 110.0])
   monkeypatch.setattr(training.time, 'monotonic', lambda: next(clock))
+  lines = []
+  monkeypatch.setattr(training.logging, 'info',
+                      lambda message, *args: lines.append(message % args))
   logger = training.ProgressLogger(total_steps=100)
   logger.global_step = tf.Variable(10, dtype=tf.int64)
-  with caplog.at_level(logging.INFO):
-    logger({'total_loss': np.float32(2.5), 'learning_rate': np.float32(0.1)})
-    logger.global_step.assign(30)  # 20 steps in 10 s: 2 steps/s, 70 to go
-    logger({'total_loss': np.float32(1.5)})
-  assert 'step 10/100 (10%) | total_loss 2.5000 | warming up' in caplog.text
-  assert 'step 30/100 (30%) | total_loss 1.5000 | 2.00 steps/s | ETA 0:00:35' \
-      in caplog.text
+  logger({'total_loss': np.float32(2.5), 'learning_rate': np.float32(0.1)})
+  logger.global_step.assign(30)  # 20 steps in 10 s: 2 steps/s, 70 to go
+  logger({'total_loss': np.float32(1.5)})
+  assert lines == [
+      'step 10/100 (10%) | total_loss 2.5000 | warming up | ETA unknown',
+      'step 30/100 (30%) | total_loss 1.5000 | 2.00 steps/s | ETA 0:00:35']
 
 
 def test_train_py_trains_evaluates_and_prints_ap(tiny_shapes, tmp_path):
@@ -181,6 +188,31 @@ def test_train_py_trains_evaluates_and_prints_ap(tiny_shapes, tmp_path):
   assert os.listdir(model_dir / 'train') and os.listdir(model_dir /
                                                         'validation')
   assert (model_dir / 'params.yaml').exists()
+
+
+def test_train_py_runs_multi_worker_mirrored_from_tf_config(tiny_shapes,
+                                                          tmp_path):
+  """One worker in a TF_CONFIG cluster: the path many machines take."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as probe:
+    probe.bind(('localhost', 0))
+    port = probe.getsockname()[1]
+  config_file = tmp_path / 'tiny.yaml'
+  hyperparams.save_params_dict_to_yaml(
+      tiny_experiment(tiny_shapes, train_steps=1), str(config_file))
+  tf_config = {'cluster': {'worker': [f'localhost:{port}']},
+               'task': {'type': 'worker', 'index': 0}}
+  result = subprocess.run(
+      [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
+       '--mode=train', f'--model_dir={tmp_path / "model"}',
+       f'--config_file={config_file}',
+       '--params_override=runtime.distribution_strategy=multi_worker_mirrored'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ('Distribution: CollectiveAllReduceStrategy with 1 replica(s)'
+          in result.stderr)
+  assert tf.train.latest_checkpoint(str(tmp_path / 'model')).endswith('ckpt-1')
 
 
 if __name__ == '__main__':

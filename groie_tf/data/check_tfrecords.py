@@ -79,17 +79,16 @@ def check_tfrecords(pattern: str, include_mask: bool = True) -> int:
   return total
 
 
-_PATTERN = flags.DEFINE_string('pattern', None, 'TFRecord files (a glob).')
-_INCLUDE_MASK = flags.DEFINE_boolean('include_mask', True,
-                                     'Whether records must hold masks.')
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
-  count = check_tfrecords(_PATTERN.value, _INCLUDE_MASK.value)
-  print(f'{count} valid records in {_PATTERN.value}')
+  pattern = flags.FLAGS.pattern
+  count = check_tfrecords(pattern, flags.FLAGS.include_mask)
+  print(f'{count} valid records in {pattern}')
 
 
 if __name__ == '__main__':
+  # Defined here, not at import, so importing the checker adds no flags.
+  flags.DEFINE_string('pattern', None, 'TFRecord files (a glob).')
+  flags.DEFINE_boolean('include_mask', True, 'Whether records must hold masks.')
   flags.mark_flag_as_required('pattern')
   app.run(main)

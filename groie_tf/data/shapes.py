@@ -299,18 +299,18 @@ def summarize(annotations_file: str) -> Dict[str, float]:
   return summary
 
 
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', '~/.cache/groie_tf',
-                                  'Where the set\'s directory is created.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the set.')
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   directory = ensure_dataset(
-      ShapesDataset(root=_OUTPUT_DIR.value, seed=_SEED.value))
+      ShapesDataset(root=flags.FLAGS.output_dir, seed=flags.FLAGS.seed))
   for split in ('train', 'val'):
     print(split, summarize(os.path.join(directory, f'instances_{split}.json')))
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: the library is imported by train.py and
+  # analyze_levels.py, which have flags of their own.
+  flags.DEFINE_string('output_dir', '~/.cache/groie_tf',
+                      'Where the set\'s directory is created.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the set.')
   app.run(main)

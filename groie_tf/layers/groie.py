@@ -266,29 +266,60 @@ class GRoIE(tf_keras.layers.Layer):
   def call(self, features, boxes, training=None):
     del training  # No layer here behaves differently in training.
     channels = self._check_features({k: v.shape for k, v in features.items()})
-    dtype = self.compute_dtype
+    if boxes.shape[1] == 0:
+      # Nothing to pool; like mmdetection, no module runs.
+      return tf.zeros([tf.shape(boxes)[0], 0, self.crop_size, self.crop_size,
+                       channels], self.compute_dtype)
+    per_level = self.level_features(features, boxes)
+    if self.aggregation == 'concat':
+      aggregate = tf.concat(per_level, -1)  # [B, N, S, S, L*C]
+    else:
+      aggregate = per_level[0]
+      for level_features in per_level[1:]:  # level order, as the reference
+        aggregate = aggregate + level_features
+    flat, unflat = self._flatteners(boxes)
+    aggregate = flat(aggregate)
+    aggregate = self._apply(self.aggregation_conv, aggregate, boxes.shape[1])
+    aggregate = self._apply(self.post_module, aggregate, boxes.shape[1])
+    return unflat(aggregate)
+
+  def _flatteners(self, boxes):
+    """[B, N, S, S, C'] <-> [B*N, S, S, C'] reshapes for `boxes`' B and N."""
     size = self.crop_size
     batch = tf.shape(boxes)[0]
-    static_num_boxes = boxes.shape[1]
-    num_boxes = (static_num_boxes if static_num_boxes is not None else
+    num_boxes = (boxes.shape[1] if boxes.shape[1] is not None else
                  tf.shape(boxes)[1])
-    if static_num_boxes == 0:
-      # Nothing to pool; like mmdetection, no module runs.
-      return tf.zeros([batch, 0, size, size, channels], dtype)
 
-    def flat(t):  # [B, N, S, S, C'] -> [B*N, S, S, C']
+    def flat(t):
       return tf.reshape(t, [-1, size, size, t.shape[-1]])
 
-    def unflat(t):  # [B*N, S, S, C'] -> [B, N, S, S, C']
+    def unflat(t):
       return tf.reshape(t, [batch, num_boxes, size, size, t.shape[-1]])
 
+    return flat, unflat
+
+  def level_features(self, features, boxes):
+    """What the aggregation combines: each level pooled and pre-processed.
+
+    Args:
+      features: {str(level): [B, H_l, W_l, C]}, as for `call`.
+      boxes: [B, N, 4] with N > 0.
+
+    Returns:
+      A list over levels `min_level..max_level` of [B, N, S, S, C] in the
+      compute dtype, zero for a level that `level_selection` leaves out.
+      Their sum is the aggregated feature for 'sum' and 'sum+'.
+    """
+    self._check_features({k: v.shape for k, v in features.items()})
+    flat, unflat = self._flatteners(boxes)
     pooled = [
-        tf.cast(ops.roi_align(features[str(level)], boxes, size, 2**level,
-                              self.sampling_ratio, self.aligned,
-                              self.roi_align_implementation), dtype)
+        tf.cast(ops.roi_align(features[str(level)], boxes, self.crop_size,
+                              2**level, self.sampling_ratio, self.aligned,
+                              self.roi_align_implementation),
+                self.compute_dtype)
         for level in self._levels
     ]  # L x [B, N, S, S, C]
-
+    static_num_boxes = boxes.shape[1]
     if self.pre_processing == 'none':
       per_level = pooled
     elif self.share_pre_processing:
@@ -301,21 +332,10 @@ class GRoIE(tf_keras.layers.Layer):
           unflat(self._apply(module, flat(p), static_num_boxes))
           for module, p in zip(self.pre_modules, pooled)
       ]
-
     weights = self._level_weights(boxes)
     if weights is not None:
       per_level = [w * p for w, p in zip(tf.unstack(weights), per_level)]
-
-    if self.aggregation == 'concat':
-      aggregate = tf.concat(per_level, -1)  # [B, N, S, S, L*C]
-    else:
-      aggregate = per_level[0]
-      for level_features in per_level[1:]:  # level order, as the reference
-        aggregate = aggregate + level_features
-    aggregate = flat(aggregate)
-    aggregate = self._apply(self.aggregation_conv, aggregate, static_num_boxes)
-    aggregate = self._apply(self.post_module, aggregate, static_num_boxes)
-    return unflat(aggregate)
+    return per_level
 
   def get_config(self):
     config = super().get_config()

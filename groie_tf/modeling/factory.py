@@ -17,14 +17,6 @@ def build_groie_maskrcnn(
 ) -> maskrcnn_model.MaskRCNNModel:
   """Model Garden's Mask R-CNN with GRoIE where the config asks for it.
 
-  `official.vision.modeling.factory.build_maskrcnn` builds the stock model;
-  its constructor arguments (`get_config()`) are reused with the aligners
-  swapped. A branch whose GRoIE block is None keeps the stock aligner.
-
-  Cascade R-CNN: Model Garden calls one `roi_aligner` for every stage, so all
-  stages share the box GRoIE and its weights, as they share the stock
-  aligner; each stage keeps its own detection head.
-
   Args:
     input_specs: the image input spec, `[None, H, W, 3]`.
     model_config: a `GRoIEMaskRCNN` (or any `MaskRCNN`, which gives the stock
@@ -35,6 +27,25 @@ def build_groie_maskrcnn(
     A `MaskRCNNModel`.
   """
   stock = mg_factory.build_maskrcnn(input_specs, model_config, l2_regularizer)
+  return with_groie(stock, model_config, l2_regularizer)
+
+
+def with_groie(
+    stock: maskrcnn_model.MaskRCNNModel,
+    model_config: groie_config.GRoIEMaskRCNN,
+    l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
+) -> maskrcnn_model.MaskRCNNModel:
+  """`stock` (built by Model Garden's factory) with its aligners swapped.
+
+  Its constructor arguments (`get_config()`) are reused with GRoIE in each
+  branch whose block is set; a branch whose block is None keeps the stock
+  aligner. The export module uses this too, so training and serving build
+  the same model.
+
+  Cascade R-CNN: Model Garden calls one `roi_aligner` for every stage, so all
+  stages share the box GRoIE and its weights, as they share the stock
+  aligner; each stage keeps its own detection head.
+  """
   box_block = getattr(model_config, 'box_groie', None)
   mask_block = (getattr(model_config, 'mask_groie', None)
                 if model_config.include_mask else None)

@@ -1,0 +1,144 @@
+"""SavedModel export of GRoIE detectors, refusing checkpoints that do not fit.
+
+Model Garden's exporter rebuilds the stock Mask R-CNN from its own factory.
+Given a GRoIE checkpoint it restores everything but GRoIE (the stock aligner
+has no weights, so nothing complains) and exports a different model. Here
+the export module builds the model with `groie_tf.modeling.factory`, and the
+checkpoint's model variables must be exactly the model's, both ways, before
+anything is written.
+"""
+
+import os
+import tempfile
+from typing import List, Optional, Set
+
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+from official.core import config_definitions as cfg
+from official.vision.serving import detection
+from official.vision.serving import export_saved_model_lib
+
+from groie_tf.modeling import factory
+
+INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
+_SHOWN = 5  # variable paths quoted in an error
+
+
+class GRoIEDetectionModule(detection.DetectionModule):
+  """Model Garden's detection export module, building the GRoIE model.
+
+  The serving signatures, pre-processing and outputs (`detection_boxes`,
+  `detection_scores`, `detection_classes`, `num_detections`,
+  `detection_masks`, `image_info`) are Model Garden's.
+  """
+
+  def _build_model(self):
+    stock = super()._build_model()  # the stock model, nms set for serving
+    return factory.with_groie(stock, self.params.task.model)
+
+
+def model_variable_paths(checkpoint_path: str) -> Set[str]:
+  """Paths (`roi_aligner/pre_modules/0/kernel`) of the model's variables.
+
+  Read from the checkpoint's object graph, under its `model` node, so the
+  optimizer's slots and the step counter are left out, and a trainer's
+  checkpoint compares with a bare `tf.train.Checkpoint(model=...)`.
+  """
+  reader = tf.train.load_checkpoint(checkpoint_path)
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
+  roots = [c.node_id for c in graph.nodes[0].children if c.local_name == 'model']
+  if not roots:
+    raise ValueError(f'{checkpoint_path} holds no `model`: it is not a Model '
+                     'Garden training checkpoint.')
+  # Layers are reachable by several paths (`detection_head` and
+  # `_config_dict/detection_head`). Name each variable by its shortest path,
+  # ties broken alphabetically, so the name does not depend on the order in
+  # which a model tracked its attributes.
+  best, frontier = {roots[0]: ''}, [roots[0]]
+  while frontier:
+    candidates = {}
+    for node_id in frontier:
+      for child in graph.nodes[node_id].children:
+        if child.node_id in best:
+          continue
+        path = (f'{best[node_id]}/{child.local_name}' if best[node_id]
+                else child.local_name)
+        if path < candidates.get(child.node_id, '\uffff'):
+          candidates[child.node_id] = path
+    best.update(candidates)
+    frontier = list(candidates)
+  paths = {path for node_id, path in best.items()
+           if any(a.name == 'VARIABLE_VALUE'
+                  for a in graph.nodes[node_id].attributes)}
+  return paths
+
+
+def _examples(paths: Set[str]) -> str:
+  shown = sorted(paths)[:_SHOWN]
+  more = f' and {len(paths) - _SHOWN} more' if len(paths) > _SHOWN else ''
+  return ', '.join(shown) + more
+
+
+def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
+                          experiment: str) -> None:
+  """Raises ValueError unless the checkpoint holds exactly `model`'s variables.
+
+  Shapes are then checked by the restore itself.
+  """
+  with tempfile.TemporaryDirectory() as scratch:
+    own = tf.train.Checkpoint(model=model).write(os.path.join(scratch, 'ckpt'))
+    expected = model_variable_paths(own)
+  found = model_variable_paths(checkpoint_path)
+  problems = []
+  if expected - found:
+    problems.append(f'the model has {len(expected - found)} variable(s) the '
+                    f'checkpoint lacks: {_examples(expected - found)}')
+  if found - expected:
+    problems.append(f'the checkpoint has {len(found - expected)} variable(s) '
+                    f'the model lacks: {_examples(found - expected)}')
+  if problems:
+    raise ValueError(
+        f'Checkpoint {checkpoint_path} does not fit experiment {experiment}: '
+        f'{"; ".join(problems)}. Export with the experiment and config files '
+        'it was trained with (its model_dir has them in params.yaml).')
+
+
+def export(params: cfg.ExperimentConfig, checkpoint_path: str,
+           export_dir: str, input_type: str = 'image_tensor',
+           batch_size: Optional[int] = None,
+           input_image_size: Optional[List[int]] = None,
+           experiment: str = '') -> str:
+  """Writes `export_dir/saved_model`; returns its path.
+
+  Args:
+    params: the validated experiment the checkpoint was trained with.
+    checkpoint_path: a checkpoint file prefix, or a directory (its latest).
+    export_dir: gets `saved_model/`, `checkpoint/` and `params.yaml`.
+    input_type: one of `INPUT_TYPES`.
+    batch_size: a fixed batch size, or None for any.
+    input_image_size: [height, width]; the experiment's input size if None.
+    experiment: its name, for messages.
+  """
+  if input_type not in INPUT_TYPES:
+    raise ValueError(f'input_type must be one of {INPUT_TYPES}, got '
+                     f'{input_type!r}.')
+  if tf.io.gfile.isdir(checkpoint_path):
+    directory, checkpoint_path = (checkpoint_path,
+                                  tf.train.latest_checkpoint(checkpoint_path))
+    if checkpoint_path is None:
+      raise ValueError(f'No checkpoint in {directory}.')
+  size = list(input_image_size or params.task.model.input_size[:2])
+  module = GRoIEDetectionModule(params=params, batch_size=batch_size,
+                                input_image_size=size, input_type=input_type,
+                                num_channels=3)
+  # Heads create their variables on first call: build them all.
+  module.serve(tf.zeros([batch_size or 1, *size, 3], tf.uint8))
+  check_checkpoint_fits(module.model, checkpoint_path,
+                        experiment or 'the given one')
+  export_saved_model_lib.export_inference_graph(
+      input_type=input_type, batch_size=batch_size, input_image_size=size,
+      params=params, checkpoint_path=checkpoint_path, export_dir=export_dir,
+      export_module=module, export_checkpoint_subdir='checkpoint',
+      export_saved_model_subdir='saved_model')
+  return os.path.join(export_dir, 'saved_model')

@@ -1,0 +1,144 @@
+"""Runs an exported detector on images: COCO results and drawn detections.
+
+Only TensorFlow and NumPy touch the SavedModel; Model Garden is used for one
+helper, pasting each box's mask into the image.
+"""
+
+import colorsys
+import json
+import os
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+import tensorflow as tf
+from official.vision.ops import mask_ops
+from pycocotools import mask as mask_utils
+
+Detections = Dict[str, np.ndarray]
+_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+def image_paths(pattern: str) -> List[str]:
+  """The images that a file, a folder or a glob names, sorted."""
+  pattern = os.path.expanduser(pattern)
+  if tf.io.gfile.isdir(pattern):
+    pattern = os.path.join(pattern, '*')
+  paths = sorted(p for p in tf.io.gfile.glob(pattern)
+                 if p.lower().endswith(_EXTENSIONS))
+  if not paths:
+    raise ValueError(f'No image ({", ".join(_EXTENSIONS)}) matches {pattern}.')
+  return paths
+
+
+def load_detector(saved_model_dir: str) -> Callable[[np.ndarray], Detections]:
+  """The SavedModel's `serving_default`, as image [H, W, 3] uint8 -> outputs.
+
+  Works for each input type the exporter writes: for a signature taking
+  strings, the image is encoded as PNG, and wrapped in a tf.Example when
+  the signature parses examples.
+  """
+  serve = tf.saved_model.load(saved_model_dir).signatures['serving_default']
+  # Signatures take their input by keyword (Model Garden names it `inputs`).
+  (input_name, spec), = serve.structured_input_signature[1].items()
+
+  takes_examples = spec.dtype == tf.string and _parses_examples(serve)
+
+  def detect(image: np.ndarray) -> Detections:
+    if spec.dtype == tf.uint8:
+      inputs = image[None]
+    else:
+      encoded = tf.io.encode_png(image).numpy()
+      if takes_examples:
+        encoded = tf.train.Example(features=tf.train.Features(feature={
+            'image/encoded': tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[encoded]))
+        })).SerializeToString()
+      inputs = [encoded]
+    outputs = serve(**{input_name: tf.constant(inputs)})
+    return {k: v.numpy()[0] for k, v in outputs.items()}
+
+  return detect
+
+
+def _parses_examples(function) -> bool:
+  """Whether a signature parses tf.Examples (else it decodes image bytes)."""
+  graph = function.graph.as_graph_def()
+  ops = {node.op for node in graph.node}
+  ops.update(node.op for f in graph.library.function for node in f.node_def)
+  return any(op.startswith('ParseExample') or op == 'ParseSingleExample'
+             for op in ops)
+
+
+def to_instances(detections: Detections, height: int, width: int,
+                 score_threshold: float) -> List[Dict]:
+  """Detections above the threshold, with masks pasted at image size.
+
+  Returns:
+    [{'box': [x, y, w, h], 'score', 'class_id', 'mask': [H, W] bool}], best
+    first.
+  """
+  count = int(detections['num_detections'])
+  keep = [i for i in range(count)
+          if detections['detection_scores'][i] >= score_threshold]
+  boxes = detections['detection_boxes'][keep]  # [K, 4] y1 x1 y2 x2 pixels
+  xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
+                   boxes[:, 2] - boxes[:, 0]], axis=1)
+  masks = np.zeros((len(keep), height, width), bool)
+  if 'detection_masks' in detections and keep:
+    masks = mask_ops.paste_instance_masks(
+        detections['detection_masks'][keep], xywh, height, width) > 0.5
+  return [{'box': [float(v) for v in xywh[j]],
+           'score': float(detections['detection_scores'][i]),
+           'class_id': int(detections['detection_classes'][i]),
+           'mask': masks[j]} for j, i in enumerate(keep)]
+
+
+def to_coco_results(instances: Sequence[Mapping], image_id: int) -> List[Dict]:
+  """COCO results entries (`bbox`, `segmentation` as RLE), for `loadRes`."""
+  results = []
+  for instance in instances:
+    rle = mask_utils.encode(np.asfortranarray(instance['mask'].astype(np.uint8)))
+    rle['counts'] = rle['counts'].decode('ascii')
+    results.append({'image_id': image_id, 'category_id': instance['class_id'],
+                    'bbox': instance['box'], 'score': instance['score'],
+                    'segmentation': rle})
+  return results
+
+
+def _color(class_id: int) -> np.ndarray:
+  hue = (class_id * 0.618033988749895) % 1.0  # well-spread hues per class
+  return np.array(colorsys.hsv_to_rgb(hue, 0.9, 1.0)) * 255
+
+
+def draw(image: np.ndarray, instances: Sequence[Mapping],
+         class_names: Mapping[int, str]) -> Image.Image:
+  """The image with each instance's mask tinted, box, class name and score."""
+  canvas = image.astype(np.float32)
+  for instance in reversed(instances):  # the best drawn last, on top
+    color = _color(instance['class_id'])
+    canvas[instance['mask']] = 0.5 * canvas[instance['mask']] + 0.5 * color
+  picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+  pen = ImageDraw.Draw(picture)
+  for instance in instances:
+    x, y, w, h = instance['box']
+    color = tuple(int(c) for c in _color(instance['class_id']))
+    pen.rectangle([x, y, x + w, y + h], outline=color, width=2)
+    name = class_names.get(instance['class_id'], str(instance['class_id']))
+    label = f'{name} {instance["score"]:.2f}'
+    left, top, right, bottom = pen.textbbox((x, y), label)
+    height = bottom - top
+    text_y = y - height if y >= height else y  # inside the box at the top
+    pen.rectangle([left, text_y, right, text_y + height], fill=color)
+    pen.text((x, text_y), label, fill=(0, 0, 0))
+  return picture
+
+
+def class_names_from(annotation_file: Optional[str] = None,
+                     names: Optional[Sequence[str]] = None) -> Dict[int, str]:
+  """Class id -> name, from a COCO file's categories or a list (ids 1..)."""
+  if annotation_file:
+    with tf.io.gfile.GFile(annotation_file) as f:
+      return {c['id']: c['name'] for c in json.load(f)['categories']}
+  return {i + 1: n for i, n in enumerate(names or [])}

@@ -1,0 +1,251 @@
+"""SavedModel export: GRoIE survives it, it stands alone, bad checkpoints fail."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from PIL import Image
+from pycocotools import coco
+import pytest
+import tensorflow as tf
+from official.core import task_factory
+
+from groie_tf.data import shapes
+from groie_tf.layers import GRoIE
+from groie_tf.serving import export
+from groie_tf.serving import predict
+from tests.tiny_experiment import tiny_experiment
+
+_OUTPUTS = ('detection_boxes', 'detection_scores', 'detection_classes',
+            'num_detections', 'detection_masks')
+
+
+def _write_model_checkpoint(shapes_data, groie, path):
+  config = tiny_experiment(shapes_data, groie=groie)
+  model = task_factory.get_task(config.task).build_model()
+  return config, tf.train.Checkpoint(model=model).write(path)
+
+
+@pytest.fixture(scope='module')
+def groie_checkpoint(tiny_shapes, tmp_path_factory):
+  """A GRoIE model's weights, with gamma != 0 so attention is not identity."""
+  config = tiny_experiment(tiny_shapes, groie=True)
+  model = task_factory.get_task(config.task).build_model()
+  for layer in (model.roi_aligner, model.mask_roi_aligner):
+    layer.post_module.gamma.assign([0.7])
+  path = tf.train.Checkpoint(model=model).write(
+      str(tmp_path_factory.mktemp('ckpt') / 'ckpt'))
+  return config, path
+
+
+def _images(tiny_shapes, count=2):
+  """`count` validation images of the built-in set, [count, S, S, 3] uint8."""
+  folder = os.path.join(shapes.dataset_dir(tiny_shapes), 'val')
+  names = sorted(os.listdir(folder))[:count]
+  return np.stack([np.asarray(Image.open(os.path.join(folder, n)))
+                   for n in names])
+
+
+def _encode(images):
+  encoded = []
+  for image in images:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format='PNG')
+    encoded.append(buffer.getvalue())
+  return encoded
+
+
+def _serving_input(input_type, images):
+  if input_type == 'image_tensor':
+    return tf.constant(images)
+  if input_type == 'image_bytes':
+    return tf.constant(_encode(images))
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      'image/encoded': tf.train.Feature(
+          bytes_list=tf.train.BytesList(value=[data]))})).SerializeToString()
+              for data in _encode(images)]
+  return tf.constant(examples)
+
+
+@pytest.mark.parametrize('input_type', export.INPUT_TYPES)
+def test_saved_model_detects_what_the_in_process_model_does(
+    groie_checkpoint, tiny_shapes, tmp_path, input_type):
+  config, checkpoint = groie_checkpoint
+  saved_model_dir = export.export(config, checkpoint, str(tmp_path),
+                                  input_type=input_type)
+  images = _images(tiny_shapes)
+
+  # In process: the GRoIE module restored from the checkpoint, on the
+  # decoded images (every input type decodes to these exact pixels).
+  module = export.GRoIEDetectionModule(
+      params=config, batch_size=None,
+      input_image_size=config.task.model.input_size[:2], num_channels=3)
+  assert isinstance(module.model.roi_aligner, GRoIE)
+  tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
+  expected = module.serve(tf.constant(images))
+
+  served = tf.saved_model.load(saved_model_dir).signatures['serving_default'](
+      _serving_input(input_type, images))
+  assert float(np.max(expected['detection_scores'])) > 0  # detects something
+  for name in _OUTPUTS:
+    np.testing.assert_allclose(served[name].numpy(),
+                               expected[name].numpy(), atol=1e-5,
+                               err_msg=name)
+
+
+def test_saved_model_runs_without_groie_tf_or_model_garden(
+    groie_checkpoint, tiny_shapes, tmp_path):
+  """As TF Serving would: only TensorFlow is importable."""
+  config, checkpoint = groie_checkpoint
+  saved_model_dir = export.export(config, checkpoint, str(tmp_path))
+  images = _images(tiny_shapes)
+  np.save(tmp_path / 'images.npy', images)
+  script = textwrap.dedent(f'''
+      import importlib.abc, json, sys
+
+      class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+          if name.split('.')[0] in ('groie_tf', 'official'):
+            raise ImportError(name + ' is blocked')
+
+      sys.meta_path.insert(0, Blocked())
+      for name in ('groie_tf', 'official'):
+        try:
+          __import__(name)
+          raise SystemExit(name + ' was importable')
+        except ImportError:
+          pass
+      import numpy as np
+      import tensorflow as tf
+      serve = tf.saved_model.load({saved_model_dir!r}).signatures[
+          'serving_default']
+      outputs = serve(tf.constant(np.load({str(tmp_path / 'images.npy')!r})))
+      print(json.dumps({{k: v.numpy().tolist() for k, v in outputs.items()}}))
+  ''')
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=300, cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  standalone = json.loads(result.stdout.strip().splitlines()[-1])
+  served = tf.saved_model.load(saved_model_dir).signatures['serving_default'](
+      tf.constant(images))
+  for name in _OUTPUTS:
+    np.testing.assert_allclose(standalone[name], served[name].numpy(),
+                               atol=1e-5, err_msg=name)
+
+  shown = subprocess.run(
+      [sys.executable, '-m', 'tensorflow.python.tools.saved_model_cli',
+       'show', '--all', '--dir', saved_model_dir],
+      capture_output=True, text=True, timeout=300)
+  assert shown.returncode == 0, shown.stderr[-2000:]
+  signature = shown.stdout.split("signature_def['serving_default']")[1]
+  for name in _OUTPUTS + ('image_info',):
+    assert f"outputs['{name}']" in signature
+
+
+@pytest.mark.parametrize('trained, exported, message', [
+    (False, True, r'the model has \d+ variable\(s\) the checkpoint lacks: '
+                  r'mask_roi_aligner/'),
+    (True, False, r'the checkpoint has \d+ variable\(s\) the model lacks: '
+                  r'mask_roi_aligner/'),
+])
+def test_a_checkpoint_of_another_model_is_refused(tiny_shapes, tmp_path,
+                                                  trained, exported, message):
+  """A baseline checkpoint with the GRoIE experiment, and the reverse."""
+  _, checkpoint = _write_model_checkpoint(tiny_shapes, trained,
+                                          str(tmp_path / 'ckpt'))
+  config = tiny_experiment(tiny_shapes, groie=exported)
+  with pytest.raises(ValueError, match=r'does not fit experiment shapes_test: '
+                     + message):
+    export.export(config, checkpoint, str(tmp_path / 'export'),
+                  experiment='shapes_test')
+  assert not os.path.exists(tmp_path / 'export' / 'saved_model')
+
+
+def test_export_saved_model_py_exports_a_model_dir(tiny_shapes, tmp_path):
+  """The command line: experiment + config file + a model_dir's checkpoint."""
+  from official.modeling import hyperparams  # pylint: disable=g-import-not-at-top
+  config, _ = _write_model_checkpoint(tiny_shapes, True,
+                                      str(tmp_path / 'model' / 'ckpt-1'))
+  with open(tmp_path / 'model' / 'checkpoint', 'w') as f:
+    f.write('model_checkpoint_path: "ckpt-1"\n')
+  hyperparams.save_params_dict_to_yaml(config, str(tmp_path / 'params.yaml'))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, 'export_saved_model.py',
+       '--experiment=groie_maskrcnn_shapes',
+       f'--config_file={tmp_path / "params.yaml"}',
+       f'--checkpoint_path={tmp_path / "model"}',
+       f'--export_dir={tmp_path / "export"}', '--input_type=image_bytes'],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'SavedModel written to' in result.stdout
+  assert (tmp_path / 'export' / 'saved_model' / 'saved_model.pb').exists()
+
+
+@pytest.fixture(scope='module')
+def exported(groie_checkpoint, tmp_path_factory):
+  """The GRoIE checkpoint exported for each input type."""
+  config, checkpoint = groie_checkpoint
+  root = tmp_path_factory.mktemp('exports')
+  return {kind: export.export(config, checkpoint, str(root / kind),
+                              input_type=kind)
+          for kind in export.INPUT_TYPES}
+
+
+def test_predict_loader_gives_the_same_detections_for_every_input_type(
+    exported, tiny_shapes):
+  image = _images(tiny_shapes, count=1)[0]
+  tensor = predict.load_detector(exported['image_tensor'])(image)
+  for kind in ('image_bytes', 'tf_example'):
+    detections = predict.load_detector(exported[kind])(image)
+    for name in _OUTPUTS:
+      np.testing.assert_allclose(detections[name], tensor[name], atol=1e-5,
+                                 err_msg=f'{kind}: {name}')
+
+
+def test_predict_py_draws_pictures_and_writes_coco_results(exported,
+                                                           tiny_shapes,
+                                                           tmp_path):
+  directory = shapes.dataset_dir(tiny_shapes)
+  annotations = os.path.join(directory, 'instances_val.json')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, 'predict.py',
+       f'--saved_model_dir={exported["image_tensor"]}',
+       f'--images={os.path.join(directory, "val")}',
+       f'--annotation_file={annotations}', f'--output_dir={tmp_path}',
+       '--score_threshold=0'],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  pictures = sorted(p for p in os.listdir(tmp_path) if p.endswith('.png'))
+  assert pictures == sorted(n.replace('.jpg', '.png')
+                            for n in os.listdir(os.path.join(directory, 'val')))
+  size = tiny_shapes.image_size
+  assert Image.open(tmp_path / pictures[0]).size == (size, size)
+  gt = coco.COCO(annotations)
+  results = gt.loadRes(str(tmp_path / 'detections.json'))
+  detections = results.loadAnns(results.getAnnIds())
+  assert detections and {d['image_id'] for d in detections} <= set(
+      gt.getImgIds())
+  for detection in detections[:5]:  # masks decode at image size
+    assert results.annToMask(detection).shape == (size, size)
+
+
+def test_drawing_tints_masks_and_outlines_boxes():
+  image = np.full((40, 60, 3), 200, np.uint8)
+  mask = np.zeros((40, 60), bool)
+  mask[10:20, 30:50] = True
+  picture = np.asarray(predict.draw(
+      image, [{'box': [28.0, 8.0, 24.0, 14.0], 'score': 0.9, 'class_id': 2,
+               'mask': mask}], {2: 'star'}))
+  assert (picture[15, 40] != image[15, 40]).any()  # inside the mask: tinted
+  assert (picture[8, 40] != image[8, 40]).any()  # the box's top edge
+  np.testing.assert_array_equal(picture[35, 5], image[35, 5])  # untouched
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))
