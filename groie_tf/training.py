@@ -128,8 +128,9 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(
         params.runtime.mixed_precision_dtype)
-  if params.task.seed is not None:
-    tf_keras.utils.set_random_seed(params.task.seed)
+  seed = getattr(params.task, 'seed', None)  # Model Garden's tasks have none
+  if seed is not None:
+    tf_keras.utils.set_random_seed(seed)
   strategy = build_strategy(params.runtime)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)

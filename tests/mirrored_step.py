@@ -15,6 +15,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+# TF's CPU gradient of CropAndResize (the RoIAlign of GRoIE and of the
+# stock aligner) sums in a varying order unless op determinism is on: 0.2-0.5%
+# of a step between two identical runs, which would hide real differences.
+tf.config.experimental.enable_op_determinism()
+tf.random.set_seed(0)  # determinism requires seeded random ops
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
