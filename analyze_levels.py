@@ -20,8 +20,6 @@ from absl import logging
 import numpy as np
 from PIL import Image
 import tensorflow as tf
-from official.core import exp_factory
-from official.modeling import hyperparams
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.analysis import levels
@@ -44,23 +42,12 @@ _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5,
 
 
 def main(_):
-  params = exp_factory.get_exp_config(_EXPERIMENT.value)
-  for config_file in _CONFIG_FILE.value or []:
-    params = hyperparams.override_params_dict(params, config_file, True)
-  if _PARAMS_OVERRIDE.value:
-    params = hyperparams.override_params_dict(params, _PARAMS_OVERRIDE.value,
-                                              True)
-  params.validate()
-  module = export.GRoIEDetectionModule(
-      params=params, batch_size=1,
-      input_image_size=params.task.model.input_size[:2], num_channels=3)
+  params = export.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
+                                  _PARAMS_OVERRIDE.value)
+  module, checkpoint = export.checked_module(
+      params, _CHECKPOINT_PATH.value, _EXPERIMENT.value, batch_size=1)
   if not isinstance(module.model.roi_aligner, GRoIE):
     raise ValueError(f'{_EXPERIMENT.value} has no box GRoIE to analyse.')
-  checkpoint = _CHECKPOINT_PATH.value
-  if tf.io.gfile.isdir(checkpoint):
-    checkpoint = tf.train.latest_checkpoint(checkpoint)
-  module.serve(tf.zeros([1, *params.task.model.input_size[:2], 3], tf.uint8))
-  export.check_checkpoint_fits(module.model, checkpoint, _EXPERIMENT.value)
   tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
 
   all_boxes, all_shares = [], []

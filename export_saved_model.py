@@ -15,8 +15,6 @@ and `image_info`.
 
 from absl import app
 from absl import flags
-from official.core import exp_factory
-from official.modeling import hyperparams
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.serving import export
@@ -43,15 +41,8 @@ _INPUT_IMAGE_SIZE = flags.DEFINE_string(
 
 
 def main(_):
-  params = exp_factory.get_exp_config(_EXPERIMENT.value)
-  for config_file in _CONFIG_FILE.value or []:
-    params = hyperparams.override_params_dict(params, config_file,
-                                              is_strict=True)
-  if _PARAMS_OVERRIDE.value:
-    params = hyperparams.override_params_dict(params, _PARAMS_OVERRIDE.value,
-                                              is_strict=True)
-  params.validate()
-  params.lock()
+  params = export.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
+                                  _PARAMS_OVERRIDE.value)
   size = ([int(v) for v in _INPUT_IMAGE_SIZE.value.split(',')]
           if _INPUT_IMAGE_SIZE.value else None)
   path = export.export(params, _CHECKPOINT_PATH.value, _EXPORT_DIR.value,

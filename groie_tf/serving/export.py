@@ -10,11 +10,13 @@ anything is written.
 
 import os
 import tempfile
-from typing import List, Optional, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
 from official.vision.serving import detection
 from official.vision.serving import export_saved_model_lib
 
@@ -104,21 +106,38 @@ def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
         'it was trained with (its model_dir has them in params.yaml).')
 
 
-def export(params: cfg.ExperimentConfig, checkpoint_path: str,
-           export_dir: str, input_type: str = 'image_tensor',
-           batch_size: Optional[int] = None,
-           input_image_size: Optional[List[int]] = None,
-           experiment: str = '') -> str:
-  """Writes `export_dir/saved_model`; returns its path.
+def load_experiment(name: str, config_files: Sequence[str] = (),
+                    params_override: str = '') -> cfg.ExperimentConfig:
+  """A registered experiment with training's overrides, validated."""
+  params = exp_factory.get_exp_config(name)
+  for config_file in config_files:
+    params = hyperparams.override_params_dict(params, config_file,
+                                              is_strict=True)
+  if params_override:
+    params = hyperparams.override_params_dict(params, params_override,
+                                              is_strict=True)
+  params.validate()
+  return params
+
+
+def checked_module(
+    params: cfg.ExperimentConfig, checkpoint_path: str, experiment: str = '',
+    input_type: str = 'image_tensor', batch_size: Optional[int] = None,
+    input_image_size: Optional[List[int]] = None
+) -> Tuple[GRoIEDetectionModule, str]:
+  """The experiment's export module, once the checkpoint is known to fit it.
 
   Args:
     params: the validated experiment the checkpoint was trained with.
     checkpoint_path: a checkpoint file prefix, or a directory (its latest).
-    export_dir: gets `saved_model/`, `checkpoint/` and `params.yaml`.
+    experiment: its name, for messages.
     input_type: one of `INPUT_TYPES`.
     batch_size: a fixed batch size, or None for any.
     input_image_size: [height, width]; the experiment's input size if None.
-    experiment: its name, for messages.
+
+  Returns:
+    The module, its variables built but not restored, and the checkpoint
+    file prefix.
   """
   if input_type not in INPUT_TYPES:
     raise ValueError(f'input_type must be one of {INPUT_TYPES}, got '
@@ -136,6 +155,22 @@ def export(params: cfg.ExperimentConfig, checkpoint_path: str,
   module.serve(tf.zeros([batch_size or 1, *size, 3], tf.uint8))
   check_checkpoint_fits(module.model, checkpoint_path,
                         experiment or 'the given one')
+  return module, checkpoint_path
+
+
+def export(params: cfg.ExperimentConfig, checkpoint_path: str,
+           export_dir: str, input_type: str = 'image_tensor',
+           batch_size: Optional[int] = None,
+           input_image_size: Optional[List[int]] = None,
+           experiment: str = '') -> str:
+  """Writes `export_dir/saved_model`; returns its path.
+
+  Arguments as for `checked_module`; `export_dir` gets `saved_model/`,
+  `checkpoint/` and `params.yaml`.
+  """
+  size = list(input_image_size or params.task.model.input_size[:2])
+  module, checkpoint_path = checked_module(
+      params, checkpoint_path, experiment, input_type, batch_size, size)
   export_saved_model_lib.export_inference_graph(
       input_type=input_type, batch_size=batch_size, input_image_size=size,
       params=params, checkpoint_path=checkpoint_path, export_dir=export_dir,
