@@ -39,13 +39,12 @@ _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.3,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  annotation_file = (os.path.expanduser(_ANNOTATION_FILE.value)
-                     if _ANNOTATION_FILE.value else None)
-  class_names = predict.class_names_from(annotation_file, _CLASS_NAMES.value)
-  image_ids = {}
-  if annotation_file:
-    with tf.io.gfile.GFile(annotation_file) as f:
-      image_ids = {i['file_name']: i['id'] for i in json.load(f)['images']}
+  coco = None
+  if _ANNOTATION_FILE.value:
+    with tf.io.gfile.GFile(os.path.expanduser(_ANNOTATION_FILE.value)) as f:
+      coco = json.load(f)
+  class_names = predict.class_names_from(coco, _CLASS_NAMES.value)
+  image_ids = {i['file_name']: i['id'] for i in coco['images']} if coco else {}
   detect = predict.load_detector(os.path.expanduser(_SAVED_MODEL_DIR.value))
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
   results = []

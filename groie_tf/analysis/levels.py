@@ -130,12 +130,9 @@ def detections_and_shares(module, image: np.ndarray, score_threshold: float):
   boxes = detections['detection_boxes'][0, :count].numpy()[
       scores >= score_threshold]
   if not len(boxes):
-    return boxes, np.zeros((0, layer_count(model.roi_aligner)))
+    layer = model.roi_aligner
+    return boxes, np.zeros((0, layer.max_level - layer.min_level + 1))
   features = model.decoder(model.backbone(images))
   shares = level_shares(model.roi_aligner, features,
                         tf.constant(boxes[None], tf.float32))[0]
   return boxes, shares
-
-
-def layer_count(layer: GRoIE) -> int:
-  return layer.max_level - layer.min_level + 1

@@ -5,7 +5,6 @@ helper, pasting each box's mask into the image.
 """
 
 import colorsys
-import json
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -135,10 +134,9 @@ def draw(image: np.ndarray, instances: Sequence[Mapping],
   return picture
 
 
-def class_names_from(annotation_file: Optional[str] = None,
+def class_names_from(coco: Optional[Mapping] = None,
                      names: Optional[Sequence[str]] = None) -> Dict[int, str]:
-  """Class id -> name, from a COCO file's categories or a list (ids 1..)."""
-  if annotation_file:
-    with tf.io.gfile.GFile(annotation_file) as f:
-      return {c['id']: c['name'] for c in json.load(f)['categories']}
+  """Class id -> name, from a COCO dataset's categories or a list (ids 1..)."""
+  if coco:
+    return {c['id']: c['name'] for c in coco['categories']}
   return {i + 1: n for i, n in enumerate(names or [])}
