@@ -4,8 +4,8 @@
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
-long before. Prints one JSON line: both losses, and the
-global norm of the weights' change and of the difference between the two
+long before. Prints one JSON line: both strategies' losses
+(each of Model Garden's training metrics), and the global norm of the weights' change and of the difference between the two
 strategies' weights after the step.
 """
 
@@ -14,12 +14,16 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 # TF's CPU gradient of CropAndResize (the RoIAlign of GRoIE and of the
 # stock aligner) sums in a varying order unless op determinism is on: 0.2-0.5%
 # of a step between two identical runs, which would hide real differences.
 tf.config.experimental.enable_op_determinism()
-tf.random.set_seed(0)  # determinism requires seeded random ops
+# Op determinism requires seeded random ops. Keras's unseeded initializers
+# draw their seeds from Python's `random`: without this, each run starts from
+# other weights and sees other proposals.
+tf_keras.utils.set_random_seed(0)
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -32,25 +36,25 @@ from tests.tiny_experiment import tiny_experiment
 
 
 def one_step(task, config, strategy, initial_weights, batch):
-  """The loss of one train step, and the trainable weights before and after."""
+  """The losses of one train step, and the trainable weights before and after."""
   with strategy.scope():
     model = task.build_model()
     model.set_weights(initial_weights)
     before = [w.numpy() for w in model.trainable_weights]
     optimizer = task.create_optimizer(config.trainer.optimizer_config,
                                       config.runtime)
+    metrics = task.build_metrics(training=True)
   inputs = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors(batch).unbatch().batch(2))
 
   @tf.function
   def step(features_and_labels):
     return strategy.run(task.train_step,
-                        args=(features_and_labels, model, optimizer))
+                        args=(features_and_labels, model, optimizer, metrics))
 
-  logs = step(next(iter(inputs)))
-  loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, logs['loss'],
-                         axis=None)
-  return float(loss), before, [w.numpy() for w in model.trainable_weights]
+  step(next(iter(inputs)))
+  losses = {m.name: float(m.result()) for m in metrics}
+  return losses, before, [w.numpy() for w in model.trainable_weights]
 
 
 def main():

@@ -64,9 +64,15 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
     assert np.abs(new.numpy() - old).max() > 0, new.name
 
 
-# With op determinism on (see tests/mirrored_step.py), float32 sums in
-# another order differ by 0.2-0.6% of the step, GRoIE or not. Losses summed
-# instead of averaged over the replicas would make it 100%.
+# With op determinism on and seeded weights (see tests/mirrored_step.py), the
+# replicas reproduce the single-device step up to three known effects:
+# - the classification losses are means over fixed counts: equal to float32
+#   rounding;
+# - Model Garden's box losses divide by (number of box targets + 0.01) per
+#   replica, so two replicas of n targets each give (2n + 0.01) / (2n + 0.02)
+#   of the single-device loss: 0.1% for a few targets;
+# - float32 sums in another order change the weights' update by 0.01-0.2%.
+# Losses summed instead of averaged over the replicas would be 100% off.
 @pytest.mark.parametrize('model', ['baseline', 'groie'])
 def test_two_replica_mirrored_step_matches_the_single_device_step(
     tiny_shapes, model):
@@ -78,8 +84,11 @@ def test_two_replica_mirrored_step_matches_the_single_device_step(
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report['replicas'] == 2
-  assert report['mirrored_loss'] == pytest.approx(report['single_loss'],
-                                                  rel=1e-4)
+  single, mirrored = report['single_loss'], report['mirrored_loss']
+  for name in ('rpn_score_loss', 'frcnn_cls_loss'):
+    assert mirrored[name] == pytest.approx(single[name], rel=1e-5), report
+  for name in ('rpn_box_loss', 'frcnn_box_loss', 'mask_loss', 'total_loss'):
+    assert mirrored[name] == pytest.approx(single[name], rel=5e-3), report
   assert report['weights_moved'] > 1e-4
   assert report['weight_difference'] < 0.02 * report['weights_moved'], report
 
