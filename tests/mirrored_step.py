@@ -4,9 +4,9 @@
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
-long before. Prints one JSON line: both strategies' losses
-(each of Model Garden's training metrics), and the global norm of the weights' change and of the difference between the two
-strategies' weights after the step.
+long before. Prints one JSON line: both strategies' losses (each of Model
+Garden's training metrics), and the global norm of the weights' change and
+of the difference between the two strategies' weights after the step.
 """
 
 import json
@@ -36,7 +36,7 @@ from tests.tiny_experiment import tiny_experiment
 
 
 def one_step(task, config, strategy, initial_weights, batch):
-  """The losses of one train step, and the trainable weights before and after."""
+  """The losses of one train step; the trainable weights before and after."""
   with strategy.scope():
     model = task.build_model()
     model.set_weights(initial_weights)

@@ -270,15 +270,25 @@ class GRoIE(tf_keras.layers.Layer):
       # Nothing to pool; like mmdetection, no module runs.
       return tf.zeros([tf.shape(boxes)[0], 0, self.crop_size, self.crop_size,
                        channels], self.compute_dtype)
-    per_level = self.level_features(features, boxes)
-    if self.aggregation == 'concat':
-      aggregate = tf.concat(per_level, -1)  # [B, N, S, S, L*C]
-    else:
-      aggregate = per_level[0]
-      for level_features in per_level[1:]:  # level order, as the reference
-        aggregate = aggregate + level_features
     flat, unflat = self._flatteners(boxes)
-    aggregate = flat(aggregate)
+    if self.level_selection != 'all' and len(self.pre_modules) == 1:
+      # One level per RoI and one module for all levels: pre-process the
+      # selected level only. The same numbers as the sum over all levels
+      # below, whose other terms are exactly 0, for 1/L of the module's work.
+      weights = tf.unstack(self._level_weights(boxes))
+      pooled = self._pooled(features, boxes)
+      selected = tf.add_n([w * p for w, p in zip(weights, pooled)])
+      aggregate = self._apply(self.pre_modules[0], flat(selected),
+                              boxes.shape[1])
+    else:
+      per_level = self.level_features(features, boxes)
+      if self.aggregation == 'concat':
+        aggregate = tf.concat(per_level, -1)  # [B, N, S, S, L*C]
+      else:
+        aggregate = per_level[0]
+        for level_features in per_level[1:]:  # level order, as the reference
+          aggregate = aggregate + level_features
+      aggregate = flat(aggregate)
     aggregate = self._apply(self.aggregation_conv, aggregate, boxes.shape[1])
     aggregate = self._apply(self.post_module, aggregate, boxes.shape[1])
     return unflat(aggregate)
@@ -298,6 +308,16 @@ class GRoIE(tf_keras.layers.Layer):
 
     return flat, unflat
 
+  def _pooled(self, features, boxes):
+    """RoIAlign of `boxes` from each level: L x `[B, N, S, S, C]`."""
+    return [
+        tf.cast(ops.roi_align(features[str(level)], boxes, self.crop_size,
+                              2**level, self.sampling_ratio, self.aligned,
+                              self.roi_align_implementation),
+                self.compute_dtype)
+        for level in self._levels
+    ]
+
   def level_features(self, features, boxes):
     """What the aggregation combines: each level pooled and pre-processed.
 
@@ -312,13 +332,7 @@ class GRoIE(tf_keras.layers.Layer):
     """
     self._check_features({k: v.shape for k, v in features.items()})
     flat, unflat = self._flatteners(boxes)
-    pooled = [
-        tf.cast(ops.roi_align(features[str(level)], boxes, self.crop_size,
-                              2**level, self.sampling_ratio, self.aligned,
-                              self.roi_align_implementation),
-                self.compute_dtype)
-        for level in self._levels
-    ]  # L x [B, N, S, S, C]
+    pooled = self._pooled(features, boxes)
     static_num_boxes = boxes.shape[1]
     if self.pre_processing == 'none':
       per_level = pooled

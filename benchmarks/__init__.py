@@ -1,0 +1,1 @@
+"""groie-tf benchmarks: `python -m benchmarks.run` (docs/performance.md)."""

@@ -1,0 +1,109 @@
+"""The benchmark command and its FLOP counter and timer.
+
+Nothing here times anything against a threshold: the figures themselves
+are in docs/performance.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from benchmarks import flops
+from benchmarks import timing
+from groie_tf.layers import GRoIE
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _graph(function, *args):
+  return tf.function(function).get_concrete_function(*args).graph
+
+
+def test_conv_and_einsum_flops_are_two_per_multiply_add():
+  images = tf.zeros([3, 5, 6, 4])
+  kernel = tf.zeros([3, 3, 4, 7])
+  conv = _graph(lambda x: tf.nn.conv2d(x, kernel, 1, 'SAME'), images)
+  assert flops.graph_flops(conv) == 2 * 3 * 5 * 6 * 7 * 3 * 3 * 4
+  a, b = tf.zeros([2, 3, 4]), tf.zeros([4, 5])
+  einsum = _graph(lambda x, y: tf.einsum('nij,jk->nik', x, y), a, b)
+  assert flops.graph_flops(einsum) == 2 * 2 * 3 * 4 * 5
+
+
+def test_scoped_flops_count_only_the_layer_and_its_gradient():
+  """The GRoIE share of a model: ops under the layer's name, backward too."""
+  groie = GRoIE(crop_size=3, name='the_groie')
+  dense = tf_keras.layers.Dense(5, name='after')
+  features = {str(l): tf.zeros([1, 64 // 2**l, 64 // 2**l, 8])
+              for l in range(2, 6)}
+  boxes = tf.constant([[[4.0, 6.0, 30.0, 40.0], [0.0, 0.0, 64.0, 64.0]]])
+  groie(features, boxes)
+
+  def step(features, boxes):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(dense(tf.reshape(groie(features, boxes), [2, -1])))
+    return tape.gradient(loss, groie.trainable_weights)
+
+  graph = _graph(step, features, boxes)
+  conv = 2 * 4 * 2 * 3 * 3 * 8 * 8 * 25  # 4 levels x 2 RoIs, 5x5, 8 -> 8
+  scoped = flops.graph_flops(graph, ['the_groie'])
+  # Forward conv, its kernel gradient and (for the levels' inputs) its input
+  # gradient; the attention adds a few percent.
+  assert 2 * conv < scoped < 3.3 * conv
+  assert flops.graph_flops(graph) > scoped  # the Dense layer is outside
+
+
+def test_median_seconds_interleaves_rounds_and_drops_the_warmup(monkeypatch):
+  clock = iter(range(100))
+  monkeypatch.setattr(timing.time, 'perf_counter', lambda: next(clock))
+  calls = []
+  functions = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}
+  medians = timing.median_seconds(functions, warmup=1, repeats=3)
+  assert calls == ['a', 'b'] * 4
+  assert medians == {'a': 1, 'b': 1}  # each call reads the clock twice
+
+
+def test_the_benchmark_command_writes_every_section(tmp_path):
+  """`python -m benchmarks.run` at toy sizes: rows, ratios, table, JSON."""
+  output = tmp_path / 'bench.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.run', '--precisions=float32',
+       '--xla=off', '--warmup=0', '--repeats=1', '--image_size=128',
+       '--channels=12', '--layer_rois=4', '--e2e_image_size=128',
+       '--e2e_batch_size=1', f'--output={output}'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, PYTHONPATH=_ROOT))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '### pooling' in result.stdout and '### end_to_end' in result.stdout
+  report = json.loads(output.read_text())
+  assert report['device'] and report['date']
+  rows = report['rows']
+  by_section = {}
+  for row in rows:
+    by_section.setdefault(row['section'], []).append(row)
+  assert len(by_section['pooling']) == 6  # 2 branches x 3 variants
+  assert len(by_section['layer']) == 6  # 2 modes x 3 variants
+  assert len(by_section['end_to_end']) == 2
+  # The stock aligner, then every row of Tables I-IV with the paper's AP.
+  assert len(by_section['options']) == 1 + 15
+  assert all(row['paper_box_ap'] > 30 for row in by_section['options'][1:])
+  baselines = [row for row in rows if row['variant'].startswith(
+      ('Model Garden', 'stock'))]
+  assert len(baselines) == 6 and all(row['ratio'] == 1 for row in baselines)
+  layer = {(row['case'].split(', ')[-1], row['variant']): row
+           for row in by_section['layer']}
+  groie = layer[('forward', 'GRoIE (paper)')]
+  conv = layer[('forward', 'plain 5x5 conv, [4K,7,7,C]')]
+  assert conv['of_conv_ceiling'] == 1
+  assert groie['gflop'] == pytest.approx(conv['gflop'], rel=0.1)
+  assert groie['gflop'] > conv['gflop']
+  stock, with_groie = by_section['end_to_end']
+  assert with_groie['predicted'] > 1 and 0 < with_groie['groie_flop_share'] < 1
+  # The share and the prediction describe the same FLOPs, both ways.
+  added = 1 - 1 / with_groie['predicted']
+  assert with_groie['groie_flop_share'] >= added
+  assert stock['groie_flop_share'] == 0
