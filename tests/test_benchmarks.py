@@ -107,3 +107,7 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
   added = 1 - 1 / with_groie['predicted']
   assert with_groie['groie_flop_share'] >= added
   assert stock['groie_flop_share'] == 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

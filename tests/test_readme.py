@@ -27,6 +27,17 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert 'set -euo pipefail' in ci_lines  # pytest's exit code 5 fails CI
 
 
+def test_every_test_file_is_a_bazel_target_that_runs_pytest():
+  """A test file missing from BUILD, or without its `__main__` call of
+  pytest, would pass under Bazel without running a single test."""
+  build = (ROOT / 'BUILD').read_text(encoding='utf-8')
+  targets = set(re.findall(r'\("(test_\w+)", "\w+",', build))
+  files = sorted((ROOT / 'tests').glob('test_*.py'))
+  assert targets == {f.stem for f in files}
+  for path in files:
+    assert 'pytest.main([__file__' in path.read_text(encoding='utf-8'), path
+
+
 def test_no_tensorflow_addons_anywhere():
   setup = (ROOT / 'setup.py').read_text(encoding='utf-8')
   assert 'tensorflow-addons' not in setup.split('install_requires')[1]
