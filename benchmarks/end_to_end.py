@@ -72,13 +72,16 @@ def run(setup, precision):
   shapes.ensure_dataset(data)
   baseline, groie = 'stock aligners', 'GRoIE (box and mask)'
   steps = {}
+  aligners = {}
   for name, with_groie in ((baseline, False), (groie, True)):
-    steps[name], aligners = _train_steps(setup, data, precision, with_groie)
-  graphs = {name: steps[name][False].get_concrete_function().graph
+    steps[name], aligners[name] = _train_steps(setup, data, precision,
+                                               with_groie)
+  graphs = {name: steps[name][setup.xla[0]].get_concrete_function().graph
             for name in steps}
   counts = {name: flops.graph_flops(graph) for name, graph in graphs.items()}
   shares = {baseline: 0.0,
-            groie: flops.graph_flops(graphs[groie], aligners) / counts[groie]}
+            groie: flops.graph_flops(graphs[groie], aligners[groie]) /
+                   counts[groie]}
   case = (f'{EXPERIMENTS[setup.e2e_experiment]} train step, '
           f'{setup.e2e_batch_size} x {setup.e2e_image_size}px')
   rows = []

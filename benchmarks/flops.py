@@ -9,7 +9,7 @@ counts nothing, as in the usual FLOP counts of detectors.
 """
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
@@ -43,8 +43,3 @@ def graph_flops(graph: tf.Graph, scopes: Sequence[str] = ()) -> int:
   return sum(op_flops(op) for op in graph.get_operations()
              if not scopes or any(f'{s}/' in op.name for s in scopes))
 
-
-def function_flops(function: Callable, *args) -> int:
-  """FLOPs of one call of `function(*args)`, traced at `args`' shapes."""
-  concrete = tf.function(function).get_concrete_function(*args)
-  return graph_flops(concrete.graph)
