@@ -4,10 +4,9 @@ import pathlib
 import re
 
 import pytest
-from official.core import exp_factory
-from official.modeling import hyperparams
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.serving import export
 
 PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
 FILES = sorted(PAPER_DIR.glob('*.yaml'))
@@ -18,10 +17,7 @@ def load(path):
   `train.py --config_file` does (strictly: an unknown key fails)."""
   header = path.read_text(encoding='utf-8')
   experiment = re.search(r'^# Experiment: (\S+)$', header, re.M).group(1)
-  config = exp_factory.get_exp_config(experiment)
-  config = hyperparams.override_params_dict(config, str(path), is_strict=True)
-  config.validate()
-  return config
+  return export.load_experiment(experiment, [str(path)])
 
 
 def test_one_file_per_row_of_tables_one_to_five():
