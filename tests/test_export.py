@@ -217,6 +217,31 @@ def test_predict_loader_gives_the_same_detections_for_every_input_type(
                                  err_msg=f'{kind}: {name}')
 
 
+def test_an_enlarged_image_gets_the_same_detections_in_its_own_pixels(
+    exported, tiny_shapes):
+  """A non-square image, and the same enlarged 7x (each pixel a 7x7 block).
+
+  Resizing the large one to the model input samples each block at its
+  centre, so the model sees the same pixels, and must return the same
+  detections with boxes 7x larger: the boxes are in pixels of the image
+  given. Model Garden's own module returns both in the model input's frame.
+  """
+  image = _images(tiny_shapes, count=1)[0][:, :80]  # 128 x 80
+  large = image.repeat(7, 0).repeat(7, 1)  # 896 x 560
+  detect = predict.load_detector(exported['image_tensor'])
+  small_out, large_out = detect(image), detect(large)
+  count = int(small_out['num_detections'])
+  assert count > 0 and int(large_out['num_detections']) == count
+  for name in ('detection_scores', 'detection_classes', 'detection_masks'):
+    np.testing.assert_allclose(large_out[name], small_out[name], atol=1e-5,
+                               err_msg=name)
+  np.testing.assert_allclose(large_out['detection_boxes'][:count],
+                             7 * small_out['detection_boxes'][:count],
+                             rtol=1e-5, atol=1e-3)
+  assert (large_out['detection_boxes'][:count, 2::2] <= 896).all()
+  assert (large_out['detection_boxes'][:count, 3::2] <= 560).all()
+
+
 def test_predict_py_draws_pictures_and_writes_coco_results(exported,
                                                            tiny_shapes,
                                                            tmp_path):

@@ -24,17 +24,47 @@ INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
 _SHOWN = 5  # variable paths quoted in an error
 
 
+def to_original_pixels(boxes: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
+  """Boxes in the model input's frame, mapped back to the original image.
+
+  Args:
+    boxes: [B, N, 4] y1 x1 y2 x2, pixels of the resized (and padded) model
+      input.
+    image_info: [B, 4, 2] Model Garden's resize record: original [h, w],
+      model input [h, w], scale [y, x], crop offset [y, x].
+
+  Returns:
+    [B, N, 4] y1 x1 y2 x2 in pixels of the original image, clipped to it.
+    The resize did `box * scale - offset`; this undoes it.
+  """
+  def per_coordinate(row):  # [B, 2] -> [B, 1, 4], as y x y x
+    return tf.tile(image_info[:, row:row + 1, :], [1, 1, 2])
+
+  original = (boxes + per_coordinate(3)) / per_coordinate(2)
+  # Model Garden clips to the padded input; the padding is not the image.
+  return tf.minimum(tf.maximum(original, 0.0), per_coordinate(0))
+
+
 class GRoIEDetectionModule(detection.DetectionModule):
   """Model Garden's detection export module, building the GRoIE model.
 
   The serving signatures, pre-processing and outputs (`detection_boxes`,
   `detection_scores`, `detection_classes`, `num_detections`,
-  `detection_masks`, `image_info`) are Model Garden's.
+  `detection_masks`, `image_info`) are Model Garden's, with one change:
+  `detection_boxes` are in pixels of the image given, not of the resized
+  model input that Model Garden returns them in (`image_info` still holds
+  the scale). `detection_masks` are relative to their box, so they follow.
   """
 
   def _build_model(self):
     stock = super()._build_model()  # the stock model, nms set for serving
     return factory.with_groie(stock, self.params.task.model)
+
+  def serve(self, images: tf.Tensor):
+    outputs = super().serve(images)
+    outputs['detection_boxes'] = to_original_pixels(
+        outputs['detection_boxes'], outputs['image_info'])
+    return outputs
 
 
 def model_variable_paths(checkpoint_path: str) -> Set[str]:
