@@ -33,6 +33,7 @@ from official.modeling import performance
 
 # Registers the groie_tf experiments and task with Model Garden.
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.data import class_ids
 
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
 _BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
@@ -130,6 +131,9 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
   strategy = build_strategy(params.runtime)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
+  if task.task_config.annotation_file:  # the built-in set's is known by now
+    class_ids.check_annotation_file(task.task_config.annotation_file,
+                                    task.task_config.model.num_classes)
   if 'train' in mode:
     train_utils.serialize_config(params, model_dir)
   progress = ProgressLogger(params.trainer.train_steps)

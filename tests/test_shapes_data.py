@@ -150,9 +150,12 @@ def _example(**features):
 
 
 @pytest.mark.parametrize('drop, labels, message', [
-    ('', [1], 'record 0 is malformed: 2 boxes but 1 groundtruth_classes'),
+    ('', [1], 'record 0 is malformed: 2 boxes but 1 groundtruth_classes$'),
     ('image__source_id', [1, 2],
-     'record 0 is malformed: Feature: image/source_id .* is required'),
+     r'record 0 is malformed: Feature: image/source_id .* is required but '
+     r'could not be found\.$'),
+    ('', [1, 4], r'record 0 is malformed: class ids \[1, 4\] do not fit '
+                 r'num_classes=4: ids run from 1 to num_classes - 1'),
 ])
 def test_checker_names_a_malformed_example(tmp_path, drop, labels, message):
   features = {
@@ -169,7 +172,7 @@ def test_checker_names_a_malformed_example(tmp_path, drop, labels, message):
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(_example(**features).SerializeToString())
   with pytest.raises(ValueError, match=r'bad.tfrecord: ' + message):
-    check_tfrecords.check_tfrecords(path, include_mask=False)
+    check_tfrecords.check_tfrecords(path, include_mask=False, num_classes=4)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """Checks Mask R-CNN TFRecords before a long run reads them.
 
-    python -m groie_tf.data.check_tfrecords --pattern='/data/coco/train-*'
+    python -m groie_tf.data.check_tfrecords --pattern='/data/coco/train-*' \
+        --num_classes=91
 
 TensorFlow reports a damaged file in the middle of training as
 "corrupted record at 1234", without the file. This reads every record of
@@ -9,7 +10,7 @@ the first problem with the file, the record index and what is wrong.
 """
 
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -21,12 +22,20 @@ def _tf_message(error: Exception) -> str:
   """The first line of a TensorFlow error, without its op and graph names."""
   text = str(error).splitlines()[0]
   text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text)
-  return re.sub(r'\s*\[Op:\w+\]', '', text).strip()
+  # Eager errors end with "[Op:Name] name: " (the op's, usually empty).
+  return re.sub(r'\s*\[Op:\w+\](\s*name:.*)?$', '', text).strip()
 
 
-def _check_example(decoded, include_mask: bool) -> str:
+def _check_example(decoded, include_mask: bool,
+                   num_classes: Optional[int]) -> str:
   """'' if a decoded example is consistent, else what is wrong with it."""
   boxes = decoded['groundtruth_boxes'].numpy()
+  classes = decoded['groundtruth_classes'].numpy()
+  if num_classes is not None and len(classes) and (
+      classes.max() >= num_classes or classes.min() < 1):
+    return (f'class ids {sorted(set(classes.tolist()))} do not fit '
+            f'num_classes={num_classes}: ids run from 1 to num_classes - 1 '
+            '(0 is the background)')
   num_boxes = boxes.shape[0]
   counts = {'groundtruth_classes': decoded['groundtruth_classes'].shape[0],
             'groundtruth_is_crowd': decoded['groundtruth_is_crowd'].shape[0]}
@@ -49,8 +58,12 @@ def _check_example(decoded, include_mask: bool) -> str:
   return ''
 
 
-def check_tfrecords(pattern: str, include_mask: bool = True) -> int:
+def check_tfrecords(pattern: str, include_mask: bool = True,
+                    num_classes: Optional[int] = None) -> int:
   """Returns the number of records matching `pattern`, all of them valid.
+
+  With `num_classes` (the model's, background included), class ids must lie
+  in 1..num_classes - 1.
 
   Raises:
     ValueError: naming the file, the record and the problem, if a file is
@@ -66,7 +79,8 @@ def check_tfrecords(pattern: str, include_mask: bool = True) -> int:
     try:
       for index, record in enumerate(tf.data.TFRecordDataset(path)):
         try:
-          problem = _check_example(decoder.decode(record), include_mask)
+          problem = _check_example(decoder.decode(record), include_mask,
+                                   num_classes)
         except (tf.errors.InvalidArgumentError, ValueError) as error:
           problem = _tf_message(error)
         if problem:
@@ -82,7 +96,8 @@ def check_tfrecords(pattern: str, include_mask: bool = True) -> int:
 def main(argv: Sequence[str]) -> None:
   del argv
   pattern = flags.FLAGS.pattern
-  count = check_tfrecords(pattern, flags.FLAGS.include_mask)
+  count = check_tfrecords(pattern, flags.FLAGS.include_mask,
+                          flags.FLAGS.num_classes)
   print(f'{count} valid records in {pattern}')
 
 
@@ -90,5 +105,7 @@ if __name__ == '__main__':
   # Defined here, not at import, so importing the checker adds no flags.
   flags.DEFINE_string('pattern', None, 'TFRecord files (a glob).')
   flags.DEFINE_boolean('include_mask', True, 'Whether records must hold masks.')
+  flags.DEFINE_integer('num_classes', None,
+                       'task.model.num_classes: class ids must be below it.')
   flags.mark_flag_as_required('pattern')
   app.run(main)

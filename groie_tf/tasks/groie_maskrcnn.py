@@ -9,6 +9,7 @@ from official.vision.configs import maskrcnn as maskrcnn_config
 from official.vision.tasks import maskrcnn
 
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.data import class_ids
 from groie_tf.data import shapes
 from groie_tf.modeling import factory
 
@@ -36,7 +37,9 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   - seeds Python, NumPy and TensorFlow with `task.seed` when it is created,
     whichever entry point creates it;
   - with `task.shapes_data` set, generates the built-in data set on first
-    use and reads it (the config leaves its paths empty).
+    use and reads it (the config leaves its paths empty);
+  - checks every batch's class ids against `num_classes` (Model Garden
+    does not, see `groie_tf.data.class_ids`).
   """
 
   def __init__(self, params: groie_config.GRoIEMaskRCNNTask, logging_dir=None,
@@ -50,12 +53,14 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
 
   def build_inputs(self, params: maskrcnn_config.DataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None):
-    """Model Garden's input pipeline; the built-in set's files if the config
-    names no others."""
+    """Model Garden's input pipeline, class ids checked; the built-in set's
+    files if the config names no others."""
     if self.task_config.shapes_data is not None and not params.input_path:
       params = (self.task_config.train_data if params.is_training else
                 self.task_config.validation_data)
-    return super().build_inputs(params, input_context)
+    return class_ids.checking_class_ids(
+        super().build_inputs(params, input_context),
+        self.task_config.model.num_classes, params.input_path)
 
   def build_model(self) -> tf_keras.Model:
     """Model Garden's model, with GRoIE where the config asks for it.
