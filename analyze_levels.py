@@ -14,13 +14,12 @@ FPN's size rule would pick. Writes `levels.png` and `levels.json`.
 import json
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 
+from groie_tf import cli
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.analysis import levels
 from groie_tf.configs import groie_maskrcnn as groie_config
@@ -43,6 +42,7 @@ _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5,
 
 
 def main(_):
+  cli.check_experiment(_EXPERIMENT.value)
   params = groie_config.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
                                   _PARAMS_OVERRIDE.value)
   module, checkpoint = export.checked_module(
@@ -52,9 +52,11 @@ def main(_):
   tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
 
   all_boxes, all_shares = [], []
-  paths = predict.image_paths(_IMAGES.value)
-  for path in paths:
-    image = np.asarray(Image.open(path).convert('RGB'))
+  paths, _ = predict.image_paths(_IMAGES.value)
+  for number, path in enumerate(paths, 1):
+    if number % 10 == 1 or number == len(paths):
+      logging.info('Image %d/%d: %s', number, len(paths), path)
+    image = predict.read_image(path)
     boxes, shares = levels.detections_and_shares(module, image,
                                                  _SCORE_THRESHOLD.value)
     all_boxes.append(boxes)
@@ -75,9 +77,13 @@ def main(_):
               os.path.join(_OUTPUT_DIR.value, 'levels.png'),
               title=f'{_EXPERIMENT.value}: GRoIE (left) vs FPN rule (right, '
                     'hatched)')
+  level_names = ' '.join(f'{f"P{l}":>4s}' for l in range(layer.min_level,
+                                                          layer.max_level + 1))
+  print(f'{"RoI size":>12s} {"count":>10s} | GRoIE {level_names} | FPN rule '
+        f'{level_names}')
   for row in rows:
-    shares_text = ' '.join(f'{s:.2f}' for s in row['groie_share'])
-    rule_text = ' '.join(f'{s:.2f}' for s in row['heuristic_share'])
+    shares_text = ' '.join(f'{s:4.2f}' for s in row['groie_share'])
+    rule_text = ' '.join(f'{s:4.2f}' for s in row['heuristic_share'])
     print(f'{row["size_range"]:>12s} {row["count"]:5d} RoIs | GRoIE '
           f'{shares_text} | FPN rule {rule_text}')
   logging.info('Wrote %s', _OUTPUT_DIR.value)
@@ -86,4 +92,4 @@ def main(_):
 if __name__ == '__main__':
   flags.mark_flags_as_required(['experiment', 'checkpoint_path', 'images',
                                 'output_dir'])
-  app.run(main)
+  cli.run(main)

@@ -13,9 +13,9 @@ SavedModel's `serving_default` signature returns `detection_boxes`,
 and `image_info`.
 """
 
-from absl import app
 from absl import flags
 
+from groie_tf import cli
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.serving import export
@@ -42,6 +42,7 @@ _INPUT_IMAGE_SIZE = flags.DEFINE_string(
 
 
 def main(_):
+  cli.check_experiment(_EXPERIMENT.value)
   params = groie_config.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
                                   _PARAMS_OVERRIDE.value)
   size = ([int(v) for v in _INPUT_IMAGE_SIZE.value.split(',')]
@@ -55,4 +56,4 @@ def main(_):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['experiment', 'checkpoint_path', 'export_dir'])
-  app.run(main)
+  cli.run(main)

@@ -9,20 +9,22 @@ Writes one PNG per image (masks, boxes, class names and scores drawn) and
 `detections.json`, COCO results that `pycocotools`' `COCO.loadRes` reads.
 `--images` is a file, a folder or a glob. With `--annotation_file` (COCO),
 class names and image ids come from it; otherwise ids count from 1 in file
-order and `--class_names` names the classes.
+order and `--class_names` names the classes. Boxes and masks are in pixels
+of each image as given (EXIF orientation applied), at any size.
+
+An image that cannot be read is skipped with a warning; the rest are
+written, and the exit status is then 2, naming the skipped files.
 """
 
 import json
 import os
 from typing import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
-from PIL import Image
 import tensorflow as tf
 
+from groie_tf import cli
 from groie_tf.serving import predict
 
 _SAVED_MODEL_DIR = flags.DEFINE_string('saved_model_dir', None,
@@ -45,27 +47,39 @@ def main(argv: Sequence[str]) -> None:
       coco = json.load(f)
   class_names = predict.class_names_from(coco, _CLASS_NAMES.value)
   image_ids = {i['file_name']: i['id'] for i in coco['images']} if coco else {}
+  paths, others = predict.image_paths(_IMAGES.value)
+  if others:
+    logging.warning('Skipping %d file(s) without an image extension (%s): %s',
+                    len(others), ', '.join(predict.EXTENSIONS),
+                    ', '.join(others[:5]) + (' ...' if len(others) > 5 else ''))
   detect = predict.load_detector(os.path.expanduser(_SAVED_MODEL_DIR.value))
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  results = []
-  paths = predict.image_paths(_IMAGES.value)
-  for index, path in enumerate(paths):
-    image = np.asarray(Image.open(path).convert('RGB'))
+  results, unreadable = [], []
+  for index, (path, name) in enumerate(zip(paths,
+                                           predict.output_names(paths))):
+    try:
+      image = predict.read_image(path)
+    except OSError as error:  # truncated, not an image, unreadable
+      logging.warning('Skipping %s: %s', path, error)
+      unreadable.append(path)
+      continue
     instances = predict.to_instances(detect(image), *image.shape[:2],
                                      _SCORE_THRESHOLD.value)
     image_id = image_ids.get(os.path.basename(path), index + 1)
     results += predict.to_coco_results(instances, image_id)
-    name = os.path.splitext(os.path.basename(path))[0] + '.png'
     predict.draw(image, instances, class_names).save(
         os.path.join(_OUTPUT_DIR.value, name))
     logging.info('%d/%d %s: %d detections', index + 1, len(paths), path,
                  len(instances))
   with open(os.path.join(_OUTPUT_DIR.value, 'detections.json'), 'w') as f:
     json.dump(results, f)
-  print(f'{len(results)} detections in {len(paths)} images written to '
-        f'{_OUTPUT_DIR.value}')
+  print(f'{len(results)} detections in {len(paths) - len(unreadable)} images '
+        f'written to {_OUTPUT_DIR.value}')
+  if unreadable:
+    raise cli.UserError(f'{len(unreadable)} image(s) could not be read and '
+                        f'were skipped: {", ".join(unreadable)}')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['saved_model_dir', 'images', 'output_dir'])
-  app.run(main)
+  cli.run(main)

@@ -12,25 +12,42 @@ registered name, see `groie_tf/configs/experiments.py`), `--mode` (`train`,
 Distribution follows `runtime.distribution_strategy`: `mirrored` (the
 default) over every visible GPU, `multi_worker_mirrored` over the machines
 named in `TF_CONFIG`, or `tpu`. A run restarted with the same `--model_dir`
-resumes from its last checkpoint.
+resumes from its last checkpoint; SIGTERM or Ctrl-C saves one at the current
+step first (the exit status is then 128 + the signal's number).
+
+A mistake in the command or the data prints one line saying what to change
+and exits with status 2 (`--traceback` for the whole story).
 """
 
-from absl import app
 from absl import flags
+import tensorflow as tf
 from official.common import flags as tfm_flags
 from official.core import train_utils
 
+from groie_tf import cli
 from groie_tf import training
 
 FLAGS = flags.FLAGS
 
 
 def main(_):
-  params = train_utils.parse_configuration(FLAGS)  # overrides, validates
-  training.run(params, FLAGS.mode, FLAGS.model_dir, FLAGS.experiment)
+  cli.check_experiment(FLAGS.experiment)
+  # Overrides, validates; the config is saved to model_dir/params.yaml
+  # rather than logged (300 lines).
+  params = train_utils.parse_configuration(FLAGS, print_return=False)
+  try:
+    training.run(params, FLAGS.mode, FLAGS.model_dir, FLAGS.experiment)
+  except tf.errors.DataLossError as error:
+    data = params.task.train_data.input_path or 'the built-in data set'
+    raise cli.UserError(
+        f'A record of the data is corrupt (TensorFlow: '
+        f'{str(error).splitlines()[0]}), in {data} or '
+        f'{params.task.validation_data.input_path or "its validation set"}. '
+        'TensorFlow does not name the file: find it with python -m '
+        f'groie_tf.data.check_tfrecords --pattern=\'<files>\'') from error
 
 
 if __name__ == '__main__':
   tfm_flags.define_flags()
   flags.mark_flags_as_required(['experiment', 'mode', 'model_dir'])
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,4 @@
-"""What `train.py` runs: Model Garden's experiment runner, with three fixes.
+"""What `train.py` runs: Model Garden's experiment runner, with fixes.
 
 1. The strategy uses every visible GPU. Model Garden's `runtime.num_gpus`
    defaults to 0, which silently builds a CPU-only `MirroredStrategy` on a
@@ -7,19 +7,27 @@
    are logged at start.
 2. Progress: every `trainer.steps_per_loop` steps a line with the step, the
    losses, steps/s and the ETA (Model Garden logs no ETA).
-3. The final evaluation is printed as a table and saved as
-   `<model_dir>/metrics.json`.
+3. Stopping and resuming: SIGTERM or SIGINT save a checkpoint at the
+   current step (`groie_tf.stopping`); every worker of a multi-worker run
+   resumes from the chief's checkpoint (`groie_tf.runner`); a resumed run
+   is reseeded so it does not replay the data (`resumed_params`).
+4. The annotation file's class ids are checked against `num_classes`
+   before training (the task checks every batch).
+5. The final evaluation is printed once, as a table, and saved as
+   `<model_dir>/metrics.json`; only the chief writes files and summaries.
 
-Everything else (checkpoints and resuming from the latest one, TensorBoard
-summaries under `<model_dir>/train` and `<model_dir>/validation`, COCO
-evaluation) is Model Garden's `train_lib.OrbitExperimentRunner`.
+Everything else (checkpoints, TensorBoard summaries under
+`<model_dir>/train` and `<model_dir>/validation`, COCO evaluation) is Model
+Garden's `train_lib.OrbitExperimentRunner`.
 """
 
 import datetime
 import json
 import os
+import signal
 import time
-from typing import Any, Dict, Mapping, Optional
+import zlib
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -27,12 +35,13 @@ import tensorflow as tf
 from official.common import distribute_utils
 from official.core import config_definitions as cfg
 from official.core import task_factory
-from official.core import train_lib
 from official.core import train_utils
 from official.modeling import performance
 
 # Registers the groie_tf experiments and task with Model Garden.
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf import runner as experiment_runner
+from groie_tf import stopping
 from groie_tf.data import class_ids
 
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
@@ -100,14 +109,20 @@ class ProgressLogger:
 
 
 class EvalRecorder:
-  """An Orbit eval action that keeps the last evaluation's metrics."""
+  """An Orbit eval action that keeps the last evaluation's metrics and logs
+  its box and mask AP in one line."""
 
   def __init__(self):
     self.metrics: Dict[str, float] = {}
 
   def __call__(self, output: Mapping[str, Any]) -> None:
+    # Model Garden's Mask R-CNN computes no loss in evaluation and reports
+    # validation_loss 0.0: left out rather than published.
     self.metrics = {k: float(np.mean(v)) for k, v in output.items()
-                    if np.size(v) == 1}
+                    if np.size(v) == 1 and k != 'validation_loss'}
+    logging.info('Evaluation: %s', ' '.join(
+        f'{name} {self.metrics[name]:.4f}' for name in ('AP', 'mask_AP')
+        if name in self.metrics))
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
@@ -122,40 +137,97 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
   return '\n'.join([header] + lines)
 
 
+def resumed_params(params: cfg.ExperimentConfig,
+                   model_dir: str) -> Tuple[cfg.ExperimentConfig, int]:
+  """`params` for a run that resumes at the latest checkpoint's step.
+
+  A seeded input pipeline restarts in the same order, so a resumed run
+  would see the first batches again. Model Garden's pipeline cannot skip
+  ahead cheaply (it would decode every skipped image), so a resumed run is
+  reseeded instead: `task.seed` (and `train_data.seed`, if set) become a
+  function of the seed and the step resumed from. Weights come from the
+  checkpoint; the data order and augmentation of the rest of the run are
+  new, and reproducible for that resume step.
+
+  Returns:
+    (params, step resumed from, 0 for a new run).
+  """
+  latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
+  # Model Garden numbers checkpoints by global step: ckpt-<step>.
+  step = int(latest.rsplit('-', 1)[1]) if latest else 0
+  if not step:
+    return params, 0
+
+  def reseeded(seed):  # distinct per (seed, step), unlike seed + step
+    return (None if seed is None else
+            zlib.crc32(f'{seed}:{step}'.encode()) & 0x7FFFFFFF)
+
+  params = params.replace(task={
+      'seed': reseeded(params.task.seed),
+      'train_data': {'seed': reseeded(params.task.train_data.seed)}})
+  logging.info('Resuming at step %d: the data order is reseeded (task.seed '
+               '%s) so that no batch is replayed.', step, params.task.seed)
+  return params, step
+
+
 def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
         experiment: str = '') -> Dict[str, float]:
-  """Runs `mode` for a validated experiment; returns the last eval metrics."""
+  """Runs `mode` for a validated experiment; returns the last eval metrics.
+
+  Raises:
+    stopping.StopRequested: after SIGTERM or SIGINT, once the checkpoint
+      of the current step is saved.
+  """
   if params.runtime.mixed_precision_dtype:
     performance.set_mixed_precision_policy(
         params.runtime.mixed_precision_dtype)
   strategy = build_strategy(params.runtime)
+  is_chief = strategy.extended.should_checkpoint
+  if 'train' in mode:
+    params, _ = resumed_params(params, model_dir)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
   if task.task_config.annotation_file:  # the built-in set's is known by now
     class_ids.check_annotation_file(task.task_config.annotation_file,
                                     task.task_config.model.num_classes)
-  if 'train' in mode:
+  if 'train' in mode and is_chief:
     train_utils.serialize_config(params, model_dir)
   progress = ProgressLogger(params.trainer.train_steps)
   recorder = EvalRecorder()
+  stop = stopping.SignalStop(strategy)
   logging.info('Experiment %s, mode %s, model_dir %s: %d steps of %d images '
                '(%d per replica)', experiment or type(params).__name__, mode,
                model_dir, params.trainer.train_steps,
                params.task.train_data.global_batch_size,
                params.task.train_data.global_batch_size //
                strategy.num_replicas_in_sync)
-  runner = train_lib.OrbitExperimentRunner(
+  # Only the chief writes summaries: workers would clash in one folder.
+  runner = experiment_runner.ExperimentRunner(
       distribution_strategy=strategy, task=task, mode=mode, params=params,
-      model_dir=model_dir, train_actions=[progress], eval_actions=[recorder])
+      model_dir=model_dir, save_summary=is_chief,
+      train_actions=[progress, stop], eval_actions=[recorder, stop])
   progress.global_step = runner.trainer.global_step
-  runner.run()
+  try:
+    with stop.handling_signals():
+      runner.run()
+  except stopping.StopRequested as stopped:
+    step = int(runner.trainer.global_step.numpy())
+    if 'train' in mode:
+      path = runner.checkpoint_manager.save(checkpoint_number=step,
+                                            check_interval=False)
+      logging.warning('Stopped by %s at step %d/%d; checkpoint %s saved. Run '
+                      'the same command to resume.',
+                      signal.Signals(stopped.signal_number).name, step,
+                      params.trainer.train_steps,
+                      path if is_chief else 'with the chief')
+    raise
+  finally:
+    runner.cleanup()
   if recorder.metrics:
     step = int(runner.trainer.global_step.numpy())
-    logging.info('Evaluation at step %d:\n%s', step,
-                 format_metrics(recorder.metrics))
     print(f'COCO evaluation at step {step} ({experiment}):\n'
           f'{format_metrics(recorder.metrics)}', flush=True)
-    if strategy.extended.should_checkpoint:
+    if is_chief:
       with tf.io.gfile.GFile(os.path.join(model_dir, 'metrics.json'),
                              'w') as f:
         json.dump({'step': step, 'experiment': experiment,

@@ -1,6 +1,7 @@
 """Class ids that do not fit `num_classes` stop a run before it trains."""
 
 import os
+import sys
 
 import pytest
 import tensorflow as tf
@@ -44,3 +45,7 @@ def test_a_batch_with_larger_ids_fails_naming_num_classes(
                      match=class_ids.CLASS_ID_ERROR + r'.* >= 4 .*'
                      r'task.model.num_classes is 4'):
     first_batch(_NUM_SHAPE_CLASSES)
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

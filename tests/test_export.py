@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -175,6 +176,21 @@ def test_a_checkpoint_of_another_model_is_refused(tiny_shapes, tmp_path,
   assert not os.path.exists(tmp_path / 'export' / 'saved_model')
 
 
+def test_a_checkpoint_with_other_head_shapes_is_refused_by_name(tiny_shapes,
+                                                                 tmp_path):
+  """Trained with 5 classes, exported with 6: one message, not 300 lines of
+  restore warnings."""
+  _, checkpoint = _write_model_checkpoint(tiny_shapes, True,
+                                          str(tmp_path / 'ckpt'))
+  config = tiny_experiment(tiny_shapes)
+  config.override({'task': {'model': {'num_classes': 6}}})
+  with pytest.raises(ValueError, match=(
+      r'does not fit the experiment: \d+ variable\(s\) have other shapes, '
+      r'.*detection_head/_classifier/kernel \[\d+, 5\] in '
+      r'the checkpoint, \[\d+, 6\] in the model.*task.model.num_classes')):
+    export.export(config, checkpoint, str(tmp_path / 'export'))
+
+
 def test_export_saved_model_py_exports_a_model_dir(tiny_shapes, tmp_path):
   """The command line: experiment + config file + a model_dir's checkpoint."""
   from official.modeling import hyperparams  # pylint: disable=g-import-not-at-top
@@ -268,6 +284,34 @@ def test_predict_py_draws_pictures_and_writes_coco_results(exported,
       gt.getImgIds())
   for detection in detections[:5]:  # masks decode at image size
     assert results.annToMask(detection).shape == (size, size)
+
+
+def test_predict_py_skips_an_unreadable_image_and_writes_the_rest(
+    exported, tiny_shapes, tmp_path):
+  image = _images(tiny_shapes, count=1)[0]
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  Image.fromarray(image).save(folder / 'a.jpg')
+  Image.fromarray(image[:100]).save(folder / 'a.png')  # same stem
+  (folder / 'broken.jpg').write_bytes((folder / 'a.jpg').read_bytes()[:400])
+  (folder / 'notes.txt').write_text('not an image')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, 'predict.py',
+       f'--saved_model_dir={exported["image_bytes"]}', f'--images={folder}',
+       f'--output_dir={tmp_path / "out"}', '--score_threshold=0'],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert re.search(r'Skipping \S*broken.jpg: ', result.stderr)
+  assert 'error: 1 image(s) could not be read' in result.stderr
+  assert re.search(r'Skipping 1 file\(s\) without an image extension .*'
+                   r'notes.txt', result.stderr)
+  written = sorted(os.listdir(tmp_path / 'out'))
+  assert written == ['a.jpg.png', 'a.png.png', 'detections.json']
+  assert Image.open(tmp_path / 'out' / 'a.png.png').size == (128, 100)
+  detections = json.loads((tmp_path / 'out' / 'detections.json').read_text())
+  assert {d['image_id'] for d in detections} == {1, 2}
 
 
 def test_drawing_tints_masks_and_outlines_boxes():

@@ -1,6 +1,7 @@
 """The per-level analysis: shares sum to 1 and mean what they say."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -101,6 +102,9 @@ def test_analyze_levels_py_writes_the_plot_and_shares(tiny_shapes, tmp_path):
     assert sum(row['groie_share']) == pytest.approx(1)
     assert sum(row['heuristic_share']) == pytest.approx(1)
   assert (tmp_path / 'out' / 'levels.png').stat().st_size > 1000
+  assert re.search(r'RoI size +count \| GRoIE +P2 +P3 +P4 +P5 \| FPN rule',
+                   result.stdout)  # the table has a header
+  assert 'Image 1/4:' in result.stderr  # progress while it runs
 
 
 if __name__ == '__main__':

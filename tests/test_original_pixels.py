@@ -10,6 +10,8 @@ is known, so the served box and the pasted mask can be checked against it,
 for images much smaller and much larger than the model input.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -104,3 +106,7 @@ def test_to_original_pixels_undoes_the_resize_and_clips_to_the_image():
   np.testing.assert_allclose(
       export.to_original_pixels(boxes, image_info).numpy(),
       [[[20, 0, 100, 300], [60, 200, 100, 300]]])
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

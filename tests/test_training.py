@@ -2,8 +2,12 @@
 
 import json
 import os
+import pathlib
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -245,10 +249,18 @@ def test_train_py_trains_evaluates_and_prints_ap(tiny_shapes, tmp_path):
        '--params_override=trainer.validation_steps=2'],
       cwd=_ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'COCO evaluation at step 2 (groie_maskrcnn_shapes)' in result.stdout
+  output = result.stdout + result.stderr
+  assert output.count('COCO evaluation at step 2 (groie_maskrcnn_shapes)') == 1
   assert 'box ' in result.stdout and 'mask ' in result.stdout
+  # Orbit's per-loop dumps, Model Garden's config dump and FLOP warning:
+  # gone, with the one-line progress kept.
+  for noise in ('output:', 'Final experiment parameters',
+                'Failed to count model FLOPs', 'calling map_fn_v2'):
+    assert noise not in output, noise
+  assert len(re.findall(r'step 1/2 \(50%\)', output)) == 1
   metrics = json.loads((model_dir / 'metrics.json').read_text())
   assert metrics['step'] == 2 and 0 <= metrics['metrics']['mask_AP'] <= 1
+  assert 'validation_loss' not in metrics['metrics']  # always 0.0
   assert 'Distribution: MirroredStrategy with 1 replica(s)' in result.stderr
   assert 'ETA' in result.stderr
   assert os.listdir(model_dir / 'train') and os.listdir(model_dir /
@@ -256,29 +268,166 @@ def test_train_py_trains_evaluates_and_prints_ap(tiny_shapes, tmp_path):
   assert (model_dir / 'params.yaml').exists()
 
 
-def test_train_py_runs_multi_worker_mirrored_from_tf_config(tiny_shapes,
-                                                          tmp_path):
-  """One worker in a TF_CONFIG cluster: the path many machines take."""
+def _free_ports(count):
   import socket  # pylint: disable=g-import-not-at-top
-  with socket.socket() as probe:
+  probes = [socket.socket() for _ in range(count)]
+  for probe in probes:
     probe.bind(('localhost', 0))
-    port = probe.getsockname()[1]
+  ports = [probe.getsockname()[1] for probe in probes]
+  for probe in probes:
+    probe.close()
+  return ports
+
+
+def _start_train_py(config_file, model_dir, log_path, overrides, env=None):
+  """train.py in the background, its stderr in `log_path`."""
+  log = open(log_path, 'w')  # pylint: disable=consider-using-with
+  return subprocess.Popen(
+      [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
+       '--mode=train', f'--model_dir={model_dir}',
+       f'--config_file={config_file}', f'--params_override={overrides}'],
+      cwd=_ROOT, stdout=subprocess.DEVNULL, stderr=log,
+      env=dict(os.environ, **(env or {})))
+
+
+def _wait_for_line(log_path, pattern, processes, timeout=600):
+  """The first match of `pattern` in the log; fails if the processes end."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    found = re.search(pattern, pathlib.Path(log_path).read_text())
+    if found:
+      return found
+    if any(p.poll() is not None for p in processes):
+      break
+    time.sleep(0.5)
+  raise AssertionError(f'no {pattern!r} in {log_path}:\n'
+                       + pathlib.Path(log_path).read_text()[-3000:])
+
+
+def _stop_reports(log_path):
+  return re.findall(r'Stopped by (\w+) at step (\d+)/',
+                    pathlib.Path(log_path).read_text())
+
+
+def test_a_corrupt_record_names_the_data_and_the_checker(tiny_shapes,
+                                                         tmp_path):
+  import glob  # pylint: disable=g-import-not-at-top
+  from groie_tf.data import shapes  # pylint: disable=g-import-not-at-top
+  source, = glob.glob(os.path.join(shapes.dataset_dir(tiny_shapes),
+                                   'train-*'))
+  data = bytearray(open(source, 'rb').read())
+  data[100:108] = b'\xff' * 8  # inside the first record: its CRC fails
+  damaged = tmp_path / 'train-00000-of-00001.tfrecord'
+  damaged.write_bytes(bytes(data))
+  config = tiny_experiment(tiny_shapes)
+  config.override({'task': {'shapes_data': None, 'train_data': {
+      'input_path': str(damaged)}, 'validation_data': {
+          'input_path': str(damaged)}}})
   config_file = tmp_path / 'tiny.yaml'
-  hyperparams.save_params_dict_to_yaml(
-      tiny_experiment(tiny_shapes, train_steps=1), str(config_file))
-  tf_config = {'cluster': {'worker': [f'localhost:{port}']},
-               'task': {'type': 'worker', 'index': 0}}
+  hyperparams.save_params_dict_to_yaml(config, str(config_file))
   result = subprocess.run(
       [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
        '--mode=train', f'--model_dir={tmp_path / "model"}',
-       f'--config_file={config_file}',
-       '--params_override=runtime.distribution_strategy=multi_worker_mirrored'],
-      cwd=_ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)))
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert ('Distribution: CollectiveAllReduceStrategy with 1 replica(s)'
-          in result.stderr)
-  assert tf.train.latest_checkpoint(str(tmp_path / 'model')).endswith('ckpt-1')
+       f'--config_file={config_file}'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert re.search(r'error: A record of the data is corrupt .*'
+                   + re.escape(str(damaged)) + r'.*python -m '
+                   r'groie_tf.data.check_tfrecords', result.stderr)
+
+
+def test_sigterm_saves_the_current_step_and_the_run_resumes(tiny_shapes,
+                                                            tmp_path):
+  """A scheduler's SIGTERM between interval checkpoints loses no step."""
+  config_file = tmp_path / 'tiny.yaml'
+  hyperparams.save_params_dict_to_yaml(
+      tiny_experiment(tiny_shapes, train_steps=40), str(config_file))
+  model_dir, log = tmp_path / 'model', tmp_path / 'first.log'
+  # No interval checkpoint after step 1: only the stop can save later ones.
+  process = _start_train_py(config_file, model_dir, log,
+                            'trainer.checkpoint_interval=1000')
+  _wait_for_line(log, r'step 3/40', [process])
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=300) == 128 + signal.SIGTERM
+  (name, step), = _stop_reports(log)
+  step = int(step)
+  assert name == 'SIGTERM' and 3 <= step < 40
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith(f'ckpt-{step}')
+  assert 'Traceback' not in log.read_text()
+
+  second_log = tmp_path / 'second.log'
+  resumed = _start_train_py(config_file, model_dir, second_log,
+                            f'trainer.train_steps={step + 1}')
+  assert resumed.wait(timeout=600) == 0, second_log.read_text()[-3000:]
+  text = second_log.read_text()
+  assert f'restored model from {model_dir}/ckpt-{step}.' in text
+  assert f'step {step + 1}/{step + 1}' in text
+  assert f'Resuming at step {step}: the data order is reseeded' in text
+
+
+def test_two_workers_stop_together_and_resume_together(tiny_shapes, tmp_path):
+  """Two multi_worker_mirrored workers over localhost: SIGTERM to the
+  non-chief stops both at one step with the chief's checkpoint; restarted,
+  both resume from it (Model Garden's non-chief restarted from step 0 and
+  both crashed) and finish; the non-chief leaves no file in its temporary
+  directory and writes no summary."""
+  config_file = tmp_path / 'tiny.yaml'
+  hyperparams.save_params_dict_to_yaml(
+      tiny_experiment(tiny_shapes, train_steps=40), str(config_file))
+  model_dir = tmp_path / 'model'
+  ports = _free_ports(2)
+  scratch = [tmp_path / f'tmp{i}' for i in range(2)]
+
+  def start(phase, overrides):
+    workers = []
+    for index in range(2):
+      scratch[index].mkdir(exist_ok=True)
+      tf_config = {'cluster': {'worker': [f'localhost:{p}' for p in ports]},
+                   'task': {'type': 'worker', 'index': index}}
+      workers.append(_start_train_py(
+          config_file, model_dir, tmp_path / f'{phase}{index}.log',
+          'runtime.distribution_strategy=multi_worker_mirrored,' + overrides,
+          env={'TF_CONFIG': json.dumps(tf_config),
+               'TMPDIR': str(scratch[index])}))
+    return workers
+
+  workers = start('first', 'trainer.checkpoint_interval=1000')
+  try:
+    _wait_for_line(tmp_path / 'first0.log', r'step 2/40', workers)
+    workers[1].send_signal(signal.SIGTERM)
+    statuses = [w.wait(timeout=300) for w in workers]
+  finally:
+    for worker in workers:
+      worker.kill()
+  logs = [(tmp_path / f'first{i}.log').read_text() for i in range(2)]
+  assert statuses == [128 + signal.SIGTERM] * 2, logs[1][-3000:]
+  assert ('Distribution: CollectiveAllReduceStrategy with 2 replica(s)'
+          in logs[0])
+  (_, step0), = _stop_reports(tmp_path / 'first0.log')
+  (_, step1), = _stop_reports(tmp_path / 'first1.log')
+  step = int(step0)
+  assert step == int(step1) >= 2  # the same step on both workers
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith(f'ckpt-{step}')
+
+  workers = start('second', f'trainer.train_steps={step + 1}')
+  try:
+    statuses = [w.wait(timeout=600) for w in workers]
+  finally:
+    for worker in workers:
+      worker.kill()
+  logs = [(tmp_path / f'second{i}.log').read_text() for i in range(2)]
+  assert statuses == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+  assert f'restored model from {model_dir}/ckpt-{step}.' in logs[0]
+  assert (f"Worker restored the chief's checkpoint {model_dir}/ckpt-{step}."
+          in logs[1])
+  for log in logs:
+    assert f'step {step + 1}/{step + 1}' in log
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith(
+      f'ckpt-{step + 1}')
+  assert not os.listdir(scratch[1])  # the non-chief's checkpoints removed
+  # One event file per run of the chief, none of the non-chief.
+  assert len(os.listdir(model_dir / 'train')) == 2
 
 
 if __name__ == '__main__':

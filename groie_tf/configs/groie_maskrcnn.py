@@ -131,6 +131,21 @@ def check_shapes_data_paths(task: GRoIEMaskRCNNTask, prefix: str = 'task'):
         f'also set {prefix}.shapes_data to null.')
 
 
+def check_loop_intervals(trainer: cfg.TrainerConfig, prefix: str = 'trainer'):
+  """Raises ValueError now for what Orbit would refuse after building the model.
+
+  Orbit writes summaries between loops of `steps_per_loop` steps.
+  """
+  loop, summary = trainer.steps_per_loop, trainer.summary_interval
+  if loop <= 0:
+    raise ValueError(f'{prefix}.steps_per_loop must be positive, got {loop}.')
+  if summary and summary > 0 and summary % loop:
+    raise ValueError(
+        f'{prefix}.summary_interval ({summary}) must be a multiple of '
+        f'{prefix}.steps_per_loop ({loop}): set both, for example '
+        f'{prefix}.steps_per_loop={loop},{prefix}.summary_interval={loop}.')
+
+
 @dataclasses.dataclass
 class GRoIEExperimentConfig(cfg.ExperimentConfig):
   """An experiment whose `validate()` also checks the GRoIE blocks and that
@@ -141,6 +156,7 @@ class GRoIEExperimentConfig(cfg.ExperimentConfig):
     super().validate()
     validate_groie_model(self.task.model)
     check_shapes_data_paths(self.task)
+    check_loop_intervals(self.trainer)
 
 
 def load_experiment(name: str, config_files: Sequence[str] = (),

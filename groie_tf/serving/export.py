@@ -10,7 +10,7 @@ anything is written.
 
 import os
 import tempfile
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
@@ -67,8 +67,9 @@ class GRoIEDetectionModule(detection.DetectionModule):
     return outputs
 
 
-def model_variable_paths(checkpoint_path: str) -> Set[str]:
-  """Paths (`roi_aligner/pre_modules/0/kernel`) of the model's variables.
+def model_variable_shapes(checkpoint_path: str) -> Dict[str, List[int]]:
+  """Path (`roi_aligner/pre_modules/0/kernel`) -> shape of the model's
+  variables in a checkpoint.
 
   Read from the checkpoint's object graph, under its `model` node, so the
   optimizer's slots and the step counter are left out, and a trainer's
@@ -98,10 +99,11 @@ def model_variable_paths(checkpoint_path: str) -> Set[str]:
           candidates[child.node_id] = path
     best.update(candidates)
     frontier = list(candidates)
-  paths = {path for node_id, path in best.items()
-           if any(a.name == 'VARIABLE_VALUE'
-                  for a in graph.nodes[node_id].attributes)}
-  return paths
+  shapes = reader.get_variable_to_shape_map()
+  return {path: shapes[attribute.checkpoint_key]
+          for node_id, path in best.items()
+          for attribute in graph.nodes[node_id].attributes
+          if attribute.name == 'VARIABLE_VALUE'}
 
 
 def _examples(paths: Set[str]) -> str:
@@ -112,14 +114,17 @@ def _examples(paths: Set[str]) -> str:
 
 def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
                           experiment: str) -> None:
-  """Raises ValueError unless the checkpoint holds exactly `model`'s variables.
+  """Raises ValueError unless the checkpoint holds exactly `model`'s
+  variables, with their shapes.
 
-  Shapes are then checked by the restore itself.
+  A restore would report a shape mismatch only among hundreds of warning
+  lines, and a missing variable not at all.
   """
   with tempfile.TemporaryDirectory() as scratch:
     own = tf.train.Checkpoint(model=model).write(os.path.join(scratch, 'ckpt'))
-    expected = model_variable_paths(own)
-  found = model_variable_paths(checkpoint_path)
+    expected_shapes = model_variable_shapes(own)
+  found_shapes = model_variable_shapes(checkpoint_path)
+  expected, found = set(expected_shapes), set(found_shapes)
   problems = []
   if expected - found:
     problems.append(f'the model has {len(expected - found)} variable(s) the '
@@ -127,9 +132,18 @@ def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
   if found - expected:
     problems.append(f'the checkpoint has {len(found - expected)} variable(s) '
                     f'the model lacks: {_examples(found - expected)}')
+  reshaped = sorted(p for p in expected & found
+                    if expected_shapes[p] != found_shapes[p])
+  if reshaped:
+    problems.append(
+        f'{len(reshaped)} variable(s) have other shapes, ' + ', '.join(
+            f'{p} {found_shapes[p]} in the checkpoint, {expected_shapes[p]} in '
+            'the model' for p in reshaped[:_SHOWN]) +
+        ' (task.model.num_classes, for example, sets the heads\' shapes)')
   if problems:
     raise ValueError(
-        f'Checkpoint {checkpoint_path} does not fit experiment {experiment}: '
+        f'Checkpoint {checkpoint_path} does not fit '
+        f'{"experiment " + experiment if experiment else "the experiment"}: '
         f'{"; ".join(problems)}. Export with the experiment and config files '
         'it was trained with (its model_dir has them in params.yaml).')
 
@@ -161,6 +175,9 @@ def checked_module(
                                   tf.train.latest_checkpoint(checkpoint_path))
     if checkpoint_path is None:
       raise ValueError(f'No checkpoint in {directory}.')
+  elif not tf.io.gfile.exists(checkpoint_path + '.index'):
+    raise ValueError(f'No checkpoint at {checkpoint_path}: give a model_dir '
+                     'or a checkpoint prefix such as model_dir/ckpt-900.')
   size = list(input_image_size or params.task.model.input_size[:2])
   module = GRoIEDetectionModule(params=params, batch_size=batch_size,
                                 input_image_size=size, input_type=input_type,
@@ -168,7 +185,7 @@ def checked_module(
   # Heads create their variables on first call: build them all.
   module.serve(tf.zeros([batch_size or 1, *size, 3], tf.uint8))
   check_checkpoint_fits(module.model, checkpoint_path,
-                        experiment or 'the given one')
+                        experiment)
   return module, checkpoint_path
 
 

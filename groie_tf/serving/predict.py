@@ -4,31 +4,79 @@ Only TensorFlow and NumPy touch the SavedModel; Model Garden is used for one
 helper, pasting each box's mask into the image.
 """
 
+import collections
 import colorsys
 import os
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+from PIL import ImageOps
 import tensorflow as tf
 from official.vision.ops import mask_ops
 from pycocotools import mask as mask_utils
 
 Detections = Dict[str, np.ndarray]
-_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
+              '.gif')
 
 
-def image_paths(pattern: str) -> List[str]:
-  """The images that a file, a folder or a glob names, sorted."""
+def image_paths(pattern: str) -> Tuple[List[str], List[str]]:
+  """The images that a file, a folder or a glob names, sorted, and the other
+  files it names (skipped: not an image extension)."""
   pattern = os.path.expanduser(pattern)
   if tf.io.gfile.isdir(pattern):
     pattern = os.path.join(pattern, '*')
-  paths = sorted(p for p in tf.io.gfile.glob(pattern)
-                 if p.lower().endswith(_EXTENSIONS))
+  matches = sorted(p for p in tf.io.gfile.glob(pattern)
+                   if not tf.io.gfile.isdir(p))
+  paths = [p for p in matches if p.lower().endswith(EXTENSIONS)]
   if not paths:
-    raise ValueError(f'No image ({", ".join(_EXTENSIONS)}) matches {pattern}.')
-  return paths
+    raise ValueError(f'No image ({", ".join(EXTENSIONS)}) matches {pattern}.')
+  return paths, [p for p in matches if p not in paths]
+
+
+def read_image(path: str) -> np.ndarray:
+  """[H, W, 3] uint8 RGB, as the camera held it.
+
+  EXIF orientation is applied (phones store portrait photos sideways with a
+  rotation tag). 16-bit greyscale keeps its range (PIL's RGB conversion
+  would saturate it to white); 16-bit colour PIL already reduces to 8 bits.
+
+  Raises:
+    OSError: the file is unreadable, truncated or not an image.
+  """
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    image = Image.open(f)
+    image.load()  # decodes now, so a truncated file fails here
+  image = ImageOps.exif_transpose(image)
+  if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+    pixels = np.asarray(image, np.float64)
+    image = Image.fromarray(np.round(pixels / 257).clip(0, 255).astype(
+        np.uint8))
+  return np.asarray(image.convert('RGB'))
+
+
+def output_names(paths: Sequence[str]) -> List[str]:
+  """One distinct PNG name per input: `a.png` for `a.jpg`, unless another
+  input shares the stem (`a.jpg.png`, `a.png.png`) or the name (then the
+  folders are part of it: `cats__a.jpg.png`)."""
+  stems = collections.Counter(
+      os.path.splitext(os.path.basename(p))[0] for p in paths)
+  names = collections.Counter(os.path.basename(p) for p in paths)
+  common = os.path.commonpath([os.path.dirname(p) for p in paths])
+  result = []
+  for path in paths:
+    name = os.path.basename(path)
+    stem = os.path.splitext(name)[0]
+    if stems[stem] == 1:
+      result.append(stem + '.png')
+    elif names[name] == 1:
+      result.append(name + '.png')
+    else:
+      relative = os.path.relpath(path, common)
+      result.append(relative.replace(os.sep, '__') + '.png')
+  return result
 
 
 def load_detector(saved_model_dir: str) -> Callable[[np.ndarray], Detections]:
@@ -120,7 +168,7 @@ def draw(image: np.ndarray, instances: Sequence[Mapping],
     canvas[instance['mask']] = 0.5 * canvas[instance['mask']] + 0.5 * color
   picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
   pen = ImageDraw.Draw(picture)
-  for instance in instances:
+  for instance in reversed(instances):  # the best label drawn last, on top
     x, y, w, h = instance['box']
     color = tuple(int(c) for c in _color(instance['class_id']))
     pen.rectangle([x, y, x + w, y + h], outline=color, width=2)

@@ -1,0 +1,146 @@
+"""What the command-line tools share: a user's mistake is one clear message.
+
+`train.py`, `export_saved_model.py`, `predict.py` and `analyze_levels.py`
+run their `main` through `run`. An error a user can fix (an unknown
+experiment or config key, a missing file, bad YAML, an invalid value, data
+that does not fit the model) prints `error: <what to do>` on stderr and
+exits with status 2, without a traceback; `--traceback` shows it for
+debugging. A run stopped by SIGTERM or SIGINT, its checkpoint saved, exits
+with 128 + the signal number, as a process killed by it would, so that
+schedulers restart it. Anything else is a bug and keeps its traceback.
+
+Unless `--verbose_logs` is set, log lines known to be harmless are
+dropped (see `_HARMLESS`), and Orbit's per-loop dump of every loss and
+metric, which it both logs and prints, is left to `groie_tf.training`'s
+one-line progress and final table.
+"""
+
+import dataclasses
+import difflib
+import importlib
+import logging as std_logging
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+from orbit import controller as orbit_controller
+import tensorflow as tf
+import yaml
+
+from groie_tf import stopping
+from groie_tf.data import class_ids
+
+_TRACEBACK = flags.DEFINE_boolean(
+    'traceback', False, 'On an error, show the Python traceback too.')
+_VERBOSE_LOGS = flags.DEFINE_boolean(
+    'verbose_logs', False,
+    'Keep the TensorFlow and Model Garden log lines known to be harmless.')
+
+USER_ERROR_STATUS = 2
+
+# Logged on every run, and harmless: they would bury what matters.
+_HARMLESS = (
+    'Failed to count model FLOPs',  # Model Garden's FLOP count, after training
+    'Setting parallel_iterations > 1 has no effect',
+    'is not supported on this version of TensorFlow',
+    'calling map_fn_v2 (from tensorflow.python.ops.map_fn) with dtype',
+)
+
+
+def _orbit_log_without_outputs(message: str) -> None:
+  """Orbit's controller log, minus its loss and metric dumps.
+
+  Orbit's `_log` logs each message and prints it again on stdout; its
+  'output:' messages are 10-30 lines of the dict `groie_tf.training`
+  already reports in one line. Checkpoint and restore lines stay.
+  """
+  if 'output:' not in message:
+    logging.info(message)
+
+
+class UserError(Exception):
+  """An error whose message says what the user should change."""
+
+
+def check_experiment(name: str) -> None:
+  """Raises UserError unless `name` is a registered experiment."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  from groie_tf import registry_imports  # pylint: disable=g-import-not-at-top,unused-import
+  names = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
+  if name not in names:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f' Did you mean {close[0]!r}?' if close else ''
+    raise UserError(f'Unknown experiment {name!r}.{hint} Registered: '
+                    f'{", ".join(names)}.')
+
+
+def _unknown_key_message(error: KeyError) -> Optional[str]:
+  """Model Garden's strict-override KeyError, with the keys it could be."""
+  found = re.search(r"The key '([^']+)' does not exist in <class '([\w.]+)'>",
+                    str(error))
+  if not found:
+    return None
+  key, class_path = found.groups()
+  module_name, _, class_name = class_path.rpartition('.')
+  try:
+    config_class = getattr(importlib.import_module(module_name), class_name)
+    keys = sorted(field.name for field in dataclasses.fields(config_class))
+  except (ImportError, AttributeError, TypeError):
+    keys = []
+  close = difflib.get_close_matches(key, keys, n=1)
+  hint = f' Did you mean {close[0]!r}?' if close else ''
+  return (f'Unknown config key {key!r} in {class_name}.{hint} Its keys: '
+          f'{", ".join(keys)}.')
+
+
+def user_message(error: BaseException) -> Optional[str]:
+  """What to tell the user about `error`, or None if it is not theirs."""
+  if isinstance(error, UserError):
+    return str(error)
+  if isinstance(error, KeyError):
+    return _unknown_key_message(error)
+  if isinstance(error, (FileNotFoundError, tf.errors.NotFoundError)):
+    return f'File not found: {error}'
+  if isinstance(error, yaml.YAMLError):
+    return f'Bad YAML: {error}'
+  if (isinstance(error, tf.errors.InvalidArgumentError) and
+      class_ids.CLASS_ID_ERROR in str(error)):
+    text = str(error)
+    return text[text.index(class_ids.CLASS_ID_ERROR):].splitlines()[0]
+  if isinstance(error, ValueError):  # our validation and Model Garden's
+    return str(error)
+  return None
+
+
+class _DropHarmless(std_logging.Filter):
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(text in message for text in _HARMLESS)
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """`absl.app.run(main)`, user errors and stops turned into exit statuses."""
+
+  def wrapped(argv):
+    if not _VERBOSE_LOGS.value:
+      logging.get_absl_handler().addFilter(_DropHarmless())
+      tf.get_logger().addFilter(_DropHarmless())
+      # Orbit has no switch for it; its module-level `_log` is the one place.
+      orbit_controller._log = _orbit_log_without_outputs  # pylint: disable=protected-access
+    try:
+      main(argv)
+    except stopping.StopRequested as stopped:
+      sys.exit(128 + stopped.signal_number)
+    except Exception as error:  # pylint: disable=broad-except
+      message = user_message(error)
+      if message is None or _TRACEBACK.value:
+        raise
+      print(f'error: {message}\n(--traceback shows where it was raised)',
+            file=sys.stderr, flush=True)
+      sys.exit(USER_ERROR_STATUS)
+
+  app.run(wrapped)

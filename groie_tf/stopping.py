@@ -1,0 +1,96 @@
+"""Stopping a run on SIGTERM or SIGINT without losing its steps.
+
+Schedulers and preemptible machines send SIGTERM, then kill the process
+some seconds later; a person presses Ctrl-C. Model Garden dies at once on
+either, losing every step since the last interval checkpoint (up to
+`trainer.checkpoint_interval`). Here the first signal asks the run to stop:
+at the end of the current loop of `trainer.steps_per_loop` steps, every
+worker stops together, and `groie_tf.training.run` saves a checkpoint at
+that step. A second signal acts as usual (stops at once, no checkpoint).
+
+A signal handler runs only once the step loop, a single TensorFlow call,
+returns: the stop comes at most one loop after the signal.
+"""
+
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator, Optional
+
+from absl import logging
+import tensorflow as tf
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequested(Exception):
+  """Raised out of the Orbit loop once every worker has seen a stop request."""
+
+  def __init__(self, signal_number: int):
+    self.signal_number = signal_number
+    super().__init__(f'stopped by {signal.Signals(signal_number).name}')
+
+
+class SignalStop:
+  """An Orbit train and eval action: raises StopRequested after a signal.
+
+  Under `MultiWorkerMirroredStrategy` the workers agree first (a sum over
+  workers of "got SIGTERM, got SIGINT", one tiny all-reduce per loop): a
+  scheduler may signal one machine, and all must stop at the same step to
+  save together.
+
+  Example:
+
+    stop = SignalStop(strategy)
+    with stop.handling_signals():
+      ...  # run Orbit with `stop` among the train and eval actions
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy):
+    self._strategy = strategy
+    self._signal_number: Optional[int] = None
+    self._multi_worker = isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if self._multi_worker:
+      self._agree = tf.function(self._sum_over_workers)
+
+  @contextlib.contextmanager
+  def handling_signals(self) -> Iterator[None]:
+    """Installs the handlers for the block (main thread only), then restores
+    the previous ones."""
+    if threading.current_thread() is not threading.main_thread():
+      yield  # Python delivers signals to the main thread only
+      return
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s in _SIGNALS:
+      signal.signal(s, self._on_signal)
+    try:
+      yield
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+
+  def _on_signal(self, signal_number: int, frame: Any) -> None:
+    del frame
+    self._signal_number = signal_number
+    name = signal.Signals(signal_number).name
+    logging.warning('%s received: stopping at the end of this loop of steps '
+                    'with a checkpoint (send %s again to stop at once, '
+                    'without one).', name, name)
+    # The next signal gets the default behaviour.
+    signal.signal(signal_number, signal.default_int_handler
+                  if signal_number == signal.SIGINT else signal.SIG_DFL)
+
+  def _sum_over_workers(self, value: tf.Tensor) -> tf.Tensor:
+    per_replica = self._strategy.run(tf.identity, args=(value,))
+    return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                 axis=None)
+
+  def __call__(self, output: Any) -> None:
+    del output
+    received = [float(s == self._signal_number) for s in _SIGNALS]
+    if self._multi_worker:  # how many workers got each signal
+      received = self._agree(tf.constant(received, tf.float32)).numpy()
+    for signal_number, count in zip(_SIGNALS, received):
+      if count:
+        raise StopRequested(signal_number)
