@@ -44,8 +44,7 @@ USER_ERROR_STATUS = 2
 # Logged on every run, and harmless: they would bury what matters.
 _HARMLESS = (
     'Failed to count model FLOPs',  # Model Garden's FLOP count, after training
-    'Setting parallel_iterations > 1 has no effect',
-    'is not supported on this version of TensorFlow',
+    'Setting parallel_iterations > 1 has no effect',  # map_fn, eager
     'calling map_fn_v2 (from tensorflow.python.ops.map_fn) with dtype',
 )
 

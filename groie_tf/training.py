@@ -24,6 +24,7 @@ Garden's `train_lib.OrbitExperimentRunner`.
 import datetime
 import json
 import os
+import re
 import signal
 import time
 import zlib
@@ -154,7 +155,8 @@ def resumed_params(params: cfg.ExperimentConfig,
   """
   latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
   # Model Garden numbers checkpoints by global step: ckpt-<step>.
-  step = int(latest.rsplit('-', 1)[1]) if latest else 0
+  numbered = re.search(r'-(\d+)$', latest or '')
+  step = int(numbered.group(1)) if numbered else 0
   if not step:
     return params, 0
 
@@ -183,6 +185,8 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
         params.runtime.mixed_precision_dtype)
   strategy = build_strategy(params.runtime)
   is_chief = strategy.extended.should_checkpoint
+  if 'train' in mode and is_chief:  # as given: a resume's seeds are derived
+    train_utils.serialize_config(params, model_dir)
   if 'train' in mode:
     params, _ = resumed_params(params, model_dir)
   with strategy.scope():
@@ -190,8 +194,6 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
   if task.task_config.annotation_file:  # the built-in set's is known by now
     class_ids.check_annotation_file(task.task_config.annotation_file,
                                     task.task_config.model.num_classes)
-  if 'train' in mode and is_chief:
-    train_utils.serialize_config(params, model_dir)
   progress = ProgressLogger(params.trainer.train_steps)
   recorder = EvalRecorder()
   stop = stopping.SignalStop(strategy)
@@ -212,14 +214,16 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
       runner.run()
   except stopping.StopRequested as stopped:
     step = int(runner.trainer.global_step.numpy())
-    if 'train' in mode:
+    report = (f'Stopped by {signal.Signals(stopped.signal_number).name} at '
+              f'step {step}/{params.trainer.train_steps}')
+    if 'train' not in mode:
+      logging.warning('%s, in evaluation.', report)
+    else:  # every worker takes part in the save
       path = runner.checkpoint_manager.save(checkpoint_number=step,
                                             check_interval=False)
-      logging.warning('Stopped by %s at step %d/%d; checkpoint %s saved. Run '
-                      'the same command to resume.',
-                      signal.Signals(stopped.signal_number).name, step,
-                      params.trainer.train_steps,
-                      path if is_chief else 'with the chief')
+      logging.warning('%s; %s. Run the same command to resume.', report,
+                      f'saved checkpoint {path}' if is_chief else
+                      'the chief saved the checkpoint')
     raise
   finally:
     runner.cleanup()
