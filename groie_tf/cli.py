@@ -103,6 +103,8 @@ def user_message(error: BaseException) -> Optional[str]:
     return _unknown_key_message(error)
   if isinstance(error, (FileNotFoundError, tf.errors.NotFoundError)):
     return f'File not found: {error}'
+  if isinstance(error, OSError):  # a SavedModel missing, a permission, ...
+    return str(error)
   if isinstance(error, yaml.YAMLError):
     return f'Bad YAML: {error}'
   if (isinstance(error, tf.errors.InvalidArgumentError) and

@@ -48,6 +48,12 @@ def test_a_missing_file_and_bad_yaml_are_named(tmp_path):
   assert message.startswith('Bad YAML: ') and str(bad) in message
 
 
+def test_a_missing_saved_model_is_named(tmp_path):
+  missing = str(tmp_path / 'export')
+  message = _message(tf.saved_model.load, missing)
+  assert message.startswith('SavedModel file does not exist at: ' + missing)
+
+
 def test_steps_per_loop_alone_fails_at_validation_with_both_fields():
   message = _message(groie_config.load_experiment, 'groie_maskrcnn_shapes',
                      (), 'trainer.steps_per_loop=30')
