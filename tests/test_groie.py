@@ -90,6 +90,11 @@ ABLATIONS = {
                                     post_processing='none'),
     'heuristic_with_modules': dict(level_selection='heuristic',
                                    aggregation='sum+'),
+    # The fair single-level rule of the built-in set's ablation: boxes of
+    # make_boxes() land on other levels than under 224 px.
+    'heuristic_canonical_56': dict(level_selection='heuristic',
+                                   canonical_size=56.0, pre_processing='none',
+                                   post_processing='none'),
     'mmcv_compat': dict(mmcv_compat=True),
     'legacy_alignment': dict(aligned=False, sampling_ratio=1),
     'levels_3_to_6': dict(min_level=3, max_level=6),
@@ -137,6 +142,18 @@ def test_heuristic_selection_differs_from_all_levels():
                   pre_processing='none', post_processing='none')
     outputs[selection] = layer(tf_features(features), tf.constant(boxes))
   assert np.abs(outputs['all'] - outputs['heuristic']).max() > 0.1
+
+
+def test_canonical_size_moves_rois_to_other_levels():
+  """Guards the canonical-56 reference row: it is not the 224 rule again."""
+  features, boxes = make_features(seed=3), make_boxes()
+  outputs = [GRoIE(crop_size=5, level_selection='heuristic',
+                   canonical_size=size, pre_processing='none',
+                   post_processing='none')(tf_features(features),
+                                           tf.constant(boxes)).numpy()
+             for size in (224.0, 56.0)]
+  moved = np.abs(outputs[0] - outputs[1]).max(axis=(2, 3, 4)) > 1e-3
+  assert 2 <= moved.sum() < moved.size  # some RoIs move, not all
 
 
 def test_random_selection_pools_one_uniform_level_per_roi():
@@ -286,6 +303,8 @@ def test_channel_mismatch_is_named():
     (dict(sampling_ratio=0), 'adaptive'),
     (dict(crop_size=0), 'output_size'),
     (dict(attention_num_heads=0), 'attention_num_heads'),
+    (dict(canonical_size=0), 'canonical_size'),
+    (dict(canonical_size='56'), 'canonical_size'),
     (dict(roi_align_implementation='tpu'), 'implementation'),
 ])
 def test_invalid_options_raise_at_construction(kwargs, message):

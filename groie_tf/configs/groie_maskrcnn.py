@@ -35,6 +35,7 @@ class GRoIEBlock(hyperparams.Config):
   sampling_ratio: int = _LAYER_DEFAULTS['sampling_ratio']
   aligned: bool = _LAYER_DEFAULTS['aligned']
   level_selection: str = _LAYER_DEFAULTS['level_selection']
+  canonical_size: float = _LAYER_DEFAULTS['canonical_size']
   aggregation: str = _LAYER_DEFAULTS['aggregation']
   pre_processing: str = _LAYER_DEFAULTS['pre_processing']
   post_processing: str = _LAYER_DEFAULTS['post_processing']

@@ -60,9 +60,12 @@ class GRoIE(tf_keras.layers.Layer):
   paper's text describes one module per level (`False`).
 
   Level selection: 'all' is GRoIE. 'heuristic' keeps only the level of the
-  FPN rule (`groie_tf.ops.fpn_levels`, canonical size 224 at level 4) and
-  'random' a uniformly drawn level per RoI, in training and inference alike
-  (Table I's baseline and random rows). Both need `sum` or `sum+`.
+  FPN rule (`groie_tf.ops.fpn_levels`: a `canonical_size` box goes to level
+  4) and 'random' a uniformly drawn level per RoI, in training and
+  inference alike (Table I's baseline and random rows). Both need `sum` or
+  `sum+`. The rule's 224 px suits COCO-sized inputs (800-1333 px); on
+  smaller inputs it sends every RoI to the finest levels, and a
+  `canonical_size` scaled with the input (56 px at 256 px) uses them all.
 
   Precision: RoIAlign runs in float32 whatever the policy; the modules and
   the aggregation run in the layer's compute dtype, which is also the output
@@ -92,6 +95,9 @@ class GRoIE(tf_keras.layers.Layer):
     sampling_ratio: RoIAlign samples per bin and axis (>= 1).
     aligned: RoIAlign's half-pixel convention (see `ops.roi_align`).
     level_selection: 'all', 'heuristic' or 'random'.
+    canonical_size: the RoI side (input pixels) that the 'heuristic' rule
+      puts on level 4; 224 as in FPN and mmdetection (whose `finest_scale`
+      56 at P2 is the same rule). Only 'heuristic' uses it.
     aggregation: 'sum', 'concat' or 'sum+'.
     pre_processing: module applied to each level's pooled map.
     post_processing: module applied to the aggregate.
@@ -123,6 +129,7 @@ class GRoIE(tf_keras.layers.Layer):
                sampling_ratio: int = 2,
                aligned: bool = True,
                level_selection: str = 'all',
+               canonical_size: float = 224.0,
                aggregation: str = 'sum',
                pre_processing: str = 'conv5x5',
                post_processing: str = 'attention',
@@ -143,6 +150,11 @@ class GRoIE(tf_keras.layers.Layer):
                        f'{max_level!r}.')
     _check_choice('level_selection', level_selection, LEVEL_SELECTIONS)
     _check_choice('aggregation', aggregation, AGGREGATIONS)
+    if (isinstance(canonical_size, bool) or
+        not isinstance(canonical_size, (int, float)) or
+        not canonical_size > 0):
+      raise ValueError('canonical_size must be a positive number of pixels, '
+                       f'got {canonical_size!r}.')
     _check_choice('pre_processing', pre_processing, MODULES)
     _check_choice('post_processing', post_processing, MODULES)
     if level_selection != 'all' and aggregation == 'concat':
@@ -158,6 +170,7 @@ class GRoIE(tf_keras.layers.Layer):
     self.sampling_ratio = sampling_ratio
     self.aligned = aligned
     self.level_selection = level_selection
+    self.canonical_size = float(canonical_size)
     self.aggregation = aggregation
     self.pre_processing = pre_processing
     self.post_processing = post_processing
@@ -254,8 +267,8 @@ class GRoIE(tf_keras.layers.Layer):
     if self.level_selection == 'all':
       return None
     if self.level_selection == 'heuristic':
-      chosen = ops.fpn_levels(boxes, self.min_level,
-                              self.max_level) - self.min_level
+      chosen = ops.fpn_levels(boxes, self.min_level, self.max_level,
+                              self.canonical_size) - self.min_level
     else:
       chosen = tf.random.uniform(tf.shape(boxes)[:2], 0, len(self._levels),
                                  tf.int32, seed=self.seed)
@@ -360,6 +373,7 @@ class GRoIE(tf_keras.layers.Layer):
         'sampling_ratio': self.sampling_ratio,
         'aligned': self.aligned,
         'level_selection': self.level_selection,
+        'canonical_size': self.canonical_size,
         'aggregation': self.aggregation,
         'pre_processing': self.pre_processing,
         'post_processing': self.post_processing,

@@ -175,7 +175,8 @@ def groie(features, boxes, config: Mapping, weights: Mapping[str, np.ndarray],
 
   selection = config['level_selection']
   if selection == 'heuristic':
-    chosen_levels = roi_align.fpn_levels(boxes, levels[0], levels[-1])
+    chosen_levels = roi_align.fpn_levels(boxes, levels[0], levels[-1],
+                                         config['canonical_size'])
   per_level = []
   for level, pre in zip(levels, pre_fns, strict=True):
     pooled = roi_align.roi_align(features[str(level)], boxes, size, 2**level,

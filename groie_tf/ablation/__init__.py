@@ -1,0 +1,1 @@
+"""The seeded ablation on the built-in data set (`ablation.py`)."""
