@@ -95,9 +95,14 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
   # The stock aligner, then every row of Tables I-IV with the paper's AP.
   assert len(by_section['options']) == 1 + 15
   assert all(row['paper_box_ap'] > 30 for row in by_section['options'][1:])
+  # Every variant of the ablation, the stock row first.
+  ablation = {row['variant']: row for row in by_section['ablation']}
+  assert list(ablation)[0] == 'stock' and len(ablation) == 7
+  assert (ablation['fair_rule_with_modules']['extractor_weights'] ==
+          ablation['groie']['extractor_weights'] > 0)
   baselines = [row for row in rows if row['variant'].startswith(
       ('Model Garden', 'stock'))]
-  assert len(baselines) == 8 and all(row['ratio'] == 1 for row in baselines)
+  assert len(baselines) == 9 and all(row['ratio'] == 1 for row in baselines)
   layer = {(row['case'].split(', ')[-1], row['variant']): row
            for row in by_section['layer']}
   groie = layer[('forward', 'GRoIE (paper)')]

@@ -34,6 +34,13 @@ def test_registered_experiments_validate(name):
   assert config.trainer.train_steps == 22500
 
 
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_coco_experiments_take_the_papers_box_head(name):
+  """mmdetection's Shared2FCBBoxHead: 2 FC layers of 1024, no conv."""
+  head = exp_factory.get_exp_config(name).task.model.detection_head
+  assert (head.num_convs, head.num_fcs, head.fc_dims) == (0, 2, 1024)
+
+
 def test_faster_and_cascade_variants():
   faster = exp_factory.get_exp_config('groie_fasterrcnn_resnetfpn_coco')
   assert not faster.task.model.include_mask and faster.task.model.mask_groie is None
@@ -49,6 +56,15 @@ def test_faster_and_cascade_variants():
     ({'box_groie': {'max_level': 7}}, 'outside the FPN levels'),
     ({'box_groie': {'level_selection': 'random', 'aggregation': 'concat'}},
      'nothing to concatenate'),
+    ({'box_groie': {'canonical_size': -56.0}},
+     'task.model.box_groie: canonical_size'),
+    ({'frozen_stages': 5}, r'task.model.frozen_stages must be an int in -1..4'),
+    ({'frozen_stages': -2}, r'task.model.frozen_stages'),
+    ({'frozen_stages': 1, 'backbone': {'type': 'spinenet'}},
+     r"task.model.frozen_stages and task.model.norm_eval need "
+     r"task.model.backbone.type 'resnet'"),
+    ({'norm_eval': True, 'backbone': {'type': 'mobilenet'}},
+     r'task.model.backbone.type'),
 ])
 def test_invalid_values_fail_validation_naming_the_field(override, message):
   config = exp_factory.get_exp_config('groie_maskrcnn_resnetfpn_coco')

@@ -5,18 +5,15 @@ from official.core import exp_factory
 from groie_tf import registry_imports  # pylint: disable=unused-import
 
 
-def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
-                    train_steps: int = 2):
-  """`groie_maskrcnn_shapes` (or its baseline) shrunk to seconds per step.
+def tiny_override(shapes_data, batch_size: int = 2, train_steps: int = 2):
+  """The config delta that shrinks a shapes experiment to seconds per step.
 
   The RoI and mask samplers are given room for every candidate (32
   proposals, at most 6 objects), so a training step on a fixed batch is
   deterministic: they take all candidates instead of a random subset.
   """
-  name = 'groie_maskrcnn_shapes' if groie else 'maskrcnn_shapes'
-  config = exp_factory.get_exp_config(name)
   size = shapes_data.image_size
-  config.override({
+  return {
       'task': {
           'shapes_data': shapes_data.as_dict(),
           'model': {
@@ -37,6 +34,15 @@ def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
       'trainer': {'train_steps': train_steps, 'steps_per_loop': 1,
                   'summary_interval': 1, 'checkpoint_interval': 1,
                   'validation_steps': 1, 'validation_interval': train_steps},
-  }, is_strict=True)
+  }
+
+
+def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
+                    train_steps: int = 2):
+  """`groie_maskrcnn_shapes` (or its baseline) shrunk by `tiny_override`."""
+  name = 'groie_maskrcnn_shapes' if groie else 'maskrcnn_shapes'
+  config = exp_factory.get_exp_config(name)
+  config.override(tiny_override(shapes_data, batch_size, train_steps),
+                  is_strict=True)
   config.validate()
   return config

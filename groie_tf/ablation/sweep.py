@@ -200,6 +200,8 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
   Raises:
     SweepStopped: the sweep was asked to stop; the child saved its step.
   """
+  if signals.signal_number is not None:  # a signal between two runs
+    raise SweepStopped(signals.signal_number)
   name = run_name(variant, seed)
   model_dir = os.path.join(work_dir, name)
   os.makedirs(model_dir, exist_ok=True)
@@ -219,6 +221,8 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
     signals.child = subprocess.Popen(command, cwd=_ROOT, stdout=log,
                                      stderr=subprocess.STDOUT,
                                      start_new_session=True)
+    if signals.signal_number is not None:  # it came while the child started
+      signals.child.send_signal(signal.SIGTERM)
     exit_code = signals.child.wait()
     signals.child = None
   wall_seconds = time.monotonic() - start

@@ -19,6 +19,7 @@ from official.vision.configs import maskrcnn as maskrcnn_config
 
 from groie_tf.data import shapes
 from groie_tf.layers import groie as groie_layer
+from groie_tf.modeling import backbone_freezing
 
 _LAYER_DEFAULTS = {
     name: parameter.default for name, parameter in
@@ -48,11 +49,23 @@ class GRoIEBlock(hyperparams.Config):
 
 @dataclasses.dataclass
 class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
-  """Mask R-CNN whose box and mask RoI extractors may be GRoIE."""
+  """Mask R-CNN whose box and mask RoI extractors may be GRoIE.
+
+  `frozen_stages` and `norm_eval` are mmdetection's ResNet options, which
+  every detector of the paper uses (1 and True); the defaults keep Model
+  Garden's behaviour (see `groie_tf.modeling.backbone_freezing`):
+
+  - frozen_stages: -1 trains the whole backbone; 0 freezes the stem; k in
+    1..4 the stem and stages 1..k. ResNet backbones only.
+  - norm_eval: the backbone's batch norms use their moving statistics in
+    training too, and never update them; their scale and offset train.
+  """
   box_groie: Optional[GRoIEBlock] = dataclasses.field(
       default_factory=GRoIEBlock)
   mask_groie: Optional[GRoIEBlock] = dataclasses.field(
       default_factory=GRoIEBlock)
+  frozen_stages: int = -1
+  norm_eval: bool = False
 
 
 @dataclasses.dataclass
@@ -78,7 +91,8 @@ def groie_layer_kwargs(block: GRoIEBlock, crop_size: int) -> Dict[str, Any]:
 
 
 def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
-  """Raises ValueError naming the config field of an invalid GRoIE option.
+  """Raises ValueError naming the config field of an invalid GRoIE or
+  backbone-freezing option.
 
   Builds each configured layer (construction validates every argument), so
   the rules live in one place: `groie_tf.layers.GRoIE.__init__`.
@@ -99,6 +113,25 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
           f'{prefix}.{name}: levels {block.min_level}..{block.max_level} are '
           f'outside the FPN levels {model.min_level}..{model.max_level} of '
           f'{prefix}.')
+  _validate_backbone_freezing(model, prefix)
+
+
+def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):
+  low, high = backbone_freezing.FROZEN_STAGES_RANGE
+  stages = model.frozen_stages
+  if isinstance(stages, bool) or not isinstance(stages, int) or not (
+      low <= stages <= high):
+    raise ValueError(f'{prefix}.frozen_stages must be an int in {low}..{high} '
+                     f'(-1: none, 0: the stem, k: the stem and stages 1..k), '
+                     f'got {stages!r}.')
+  if not isinstance(model.norm_eval, bool):
+    raise ValueError(f'{prefix}.norm_eval must be true or false, got '
+                     f'{model.norm_eval!r}.')
+  if (stages >= 0 or model.norm_eval) and model.backbone.type != 'resnet':
+    raise ValueError(
+        f'{prefix}.frozen_stages and {prefix}.norm_eval need '
+        f"{prefix}.backbone.type 'resnet', got {model.backbone.type!r}: set "
+        'them to -1 and false.')
 
 
 def shapes_data_paths(data: shapes.ShapesDataset) -> Dict[str, str]:

@@ -8,6 +8,7 @@ from official.vision.modeling import maskrcnn_model
 
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GRoIE
+from groie_tf.modeling import backbone_freezing
 
 
 def build_groie_maskrcnn(
@@ -71,3 +72,13 @@ def with_groie(
         **groie_config.groie_layer_kwargs(
             mask_block, model_config.mask_roi_aligner.crop_size))
   return maskrcnn_model.MaskRCNNModel(**components)
+
+
+def freeze_backbone(model: maskrcnn_model.MaskRCNNModel,
+                    model_config: groie_config.GRoIEMaskRCNN) -> None:
+  """Applies the config's `frozen_stages` and `norm_eval` to `model`'s
+  backbone, for training (inference uses moving statistics anyway)."""
+  frozen_stages = getattr(model_config, 'frozen_stages', -1)
+  backbone_freezing.freeze_stages(model.backbone, frozen_stages)
+  if getattr(model_config, 'norm_eval', False):
+    backbone_freezing.freeze_norm_statistics(model.backbone)

@@ -33,7 +33,8 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   Inputs, losses, COCO evaluation and summaries are Model Garden's own. On
   top of them, this task
 
-  - swaps GRoIE into the model Model Garden builds (`build_model`);
+  - swaps GRoIE into the model Model Garden builds, and freezes backbone
+    stages and batch-norm statistics as mmdetection does (`build_model`);
   - seeds Python, NumPy and TensorFlow with `task.seed` when it is created,
     whichever entry point creates it;
   - with `task.shapes_data` set, generates the built-in data set on first
@@ -68,11 +69,12 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
     Model Garden's `build_model` builds the stock model: its L2 regulariser
     (`losses.l2_weight_decay`), the frozen backbone of `freeze_backbone`,
     every weight. GRoIE then replaces the aligners, with the regulariser
-    Model Garden gave its heads.
+    Model Garden gave its heads; `frozen_stages` and `norm_eval` apply last.
     """
     stock = super().build_model()
     regularizer = stock.rpn_head.get_config()['kernel_regularizer']
     model = factory.with_groie(stock, self.task_config.model, regularizer)
     if model is not stock:
       factory.build_weights(model, self.task_config.model.input_size)
+    factory.freeze_backbone(model, self.task_config.model)
     return model

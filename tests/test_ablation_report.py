@@ -1,0 +1,85 @@
+"""The ablation's variants, report and record checks, without training."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from groie_tf.ablation import report
+from groie_tf.ablation import sweep
+from groie_tf.ablation import variants as variants_lib
+
+
+def _record(variant, seed, status='ok', box=0.5, mask=0.4, large=-1.0):
+  """A run record as `sweep.run_one` writes it."""
+  final = {'AP': box, 'AP50': box + 0.2, 'AP75': box, 'APs': box, 'APm': box,
+           'APl': large, 'mask_AP': mask, 'mask_AP50': mask, 'mask_AP75': mask,
+           'mask_APs': mask, 'mask_APm': mask, 'mask_APl': large}
+  record = {'run': f'{variant}_seed{seed}', 'variant': variant, 'seed': seed,
+            'status': status, 'exit_code': 0 if status == 'ok' else 1,
+            'commit': 'abc1234', 'config': {}}
+  if status == 'ok':
+    record.update(final=final, step=900, training_seconds=600.0,
+                  median_steps_per_second=1.5,
+                  evaluations=[{'step': 450, 'AP': box / 2,
+                                'mask_AP': mask / 2},
+                               {'step': 900, 'AP': box, 'mask_AP': mask}])
+  return record
+
+
+def test_summary_averages_finished_runs_only():
+  records = [_record('groie', 0, box=0.5), _record('groie', 1, box=0.7),
+             _record('groie', 2, status='failed'),
+             _record('stock', 0, box=0.4, large=0.3)]
+  summaries = report.summarize(records, variants_lib.VARIANTS)
+  assert [s['variant'] for s in summaries] == ['stock', 'groie']  # table order
+  groie = summaries[1]
+  assert groie['seeds'] == [0, 1] and groie['failed_seeds'] == [2]
+  assert groie['metrics']['AP']['mean'] == pytest.approx(0.6)
+  assert groie['metrics']['AP']['std'] == pytest.approx(np.std([0.5, 0.7],
+                                                               ddof=1))
+  # pycocotools' -1 (no object in the size range) is no value, not a zero.
+  assert groie['metrics']['APl']['mean'] is None
+  assert summaries[0]['metrics']['APl']['mean'] == pytest.approx(0.3)
+  assert summaries[0]['metrics']['AP']['std'] is None  # one seed
+  text = report.markdown(summaries, records, 'ablation/plot.png')
+  assert '| `groie` | 0,1 | 0.600 ± 0.141 |' in text
+  assert '| `groie_seed2` | **failed** (exit 1) |' in text
+  assert '| `stock` | 0 | 0.400 |' in text
+  assert '![AP over training](ablation/plot.png)' in text
+
+
+def test_every_variant_builds_and_differs(tmp_path):
+  """Each row's config validates; no two rows train the same model."""
+  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
+  configs = []
+  for variant in variants_lib.VARIANTS:
+    params = exp_factory.get_exp_config(variant.experiment)
+    params.override(variant.override, is_strict=True)
+    params.validate()
+    configs.append(params.task.model.as_dict())
+  for i, config in enumerate(configs):
+    assert all(config != other for other in configs[i + 1:])
+  fair = variants_lib.BY_NAME['fair_rule_with_modules']
+  groie = variants_lib.BY_NAME['groie']
+  # The capacity control has GRoIE's weights exactly.
+  assert (report.extractor_parameters(fair) ==
+          report.extractor_parameters(groie) > 0)
+  assert report.extractor_parameters(variants_lib.BY_NAME['stock']) == 0
+
+
+def test_a_record_made_with_other_settings_is_not_taken_as_done(tmp_path):
+  record = _record('sum', 0)
+  record['config'] = {'task': {'seed': 0}}  # not what this sweep would run
+  os.makedirs(sweep.runs_dir(str(tmp_path)))
+  with open(os.path.join(sweep.runs_dir(str(tmp_path)), 'sum_seed0.json'),
+            'w') as f:
+    json.dump(record, f)
+  with pytest.raises(sweep.ConfigMismatch, match='sum_seed0'):
+    sweep.run_sweep([variants_lib.BY_NAME['sum']], [0], str(tmp_path / 'w'),
+                    str(tmp_path))
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -1,0 +1,82 @@
+"""The paper configs build mmdetection's detector through the task: the
+2-FC box head, the frozen stem and stage 1, frozen batch-norm statistics."""
+
+import pathlib
+
+import pytest
+import tf_keras
+from official.core import task_factory
+
+from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.modeling import backbone_freezing
+from tests.frozen_weights import changed_weights
+from tests.frozen_weights import variables_by_stage
+from tests.tiny_experiment import tiny_experiment
+
+# Builds COCO-headed models and trains a step: minutes on 2 CPU cores.
+pytestmark = pytest.mark.slow
+
+PAPER = (pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper' /
+         'table5_mask_rcnn_groie.yaml')
+
+
+def _paper_model():
+  """The Table V GRoIE row's model through the task, at a CPU size: smaller
+  input and backbone, the same heads (256-channel FPN, 91 classes)."""
+  config = groie_config.load_experiment('groie_maskrcnn_resnetfpn_coco',
+                                        [str(PAPER)])
+  config.override({'task': {'model': {
+      'input_size': [128, 128, 3],
+      'backbone': {'resnet': {'model_id': 18, 'depth_multiplier': 0.25}}}}})
+  task = task_factory.get_task(config.task)
+  return config.task.model, task.build_model()
+
+
+def test_the_paper_configs_build_the_two_fc_head_and_freeze_the_backbone():
+  config, model = _paper_model()
+  head = model.detection_head[0] if isinstance(
+      model.detection_head, list) else model.detection_head
+  dense = [l for l in head.submodules if isinstance(l, tf_keras.layers.Dense)]
+  convs = [l for l in head.submodules if isinstance(l, tf_keras.layers.Conv2D)]
+  assert convs == []
+  assert sorted(l.units for l in dense) == [91, 91 * 4, 1024, 1024]
+  # FC 7*7*256 -> 1024 -> 1024, each followed by Model Garden's batch norm
+  # (4 x 1024: mmdetection's head has none), then classes and boxes.
+  fcs = (7 * 7 * 256 + 1) * 1024 + (1024 + 1) * 1024
+  norms = 2 * 4 * 1024
+  outputs = (1024 + 1) * 91 + (1024 + 1) * 91 * 4
+  assert head.count_params() == fcs + norms + outputs
+  assert (config.frozen_stages, config.norm_eval) == (1, True)
+  stages = backbone_freezing.resnet_stages(model.backbone)
+  frozen = {id(v) for stage in stages[:2] for l in stage for v in l.weights}
+  assert frozen and not frozen & {id(v) for v in model.trainable_variables}
+  assert all(not layer.trainable for stage in stages[:2] for layer in stage)
+  assert all(layer.trainable for stage in stages[2:] for layer in stage)
+
+
+def test_the_task_keeps_frozen_weights_and_statistics_through_a_step(
+    tiny_shapes):
+  """Model Garden's own train_step, on the task's model and optimizer."""
+  config = tiny_experiment(tiny_shapes)
+  config.override({'task': {'model': {'frozen_stages': 1, 'norm_eval': True}}})
+  task = task_factory.get_task(config.task)
+  model = task.build_model()
+  optimizer = task.create_optimizer(config.trainer.optimizer_config,
+                                    config.runtime)
+  by_stage = variables_by_stage(model.backbone)
+  before = {i: [v.numpy().copy() for v in vs] for i, vs in by_stage.items()}
+  batch = next(iter(task.build_inputs(config.task.train_data)))
+  task.train_step(batch, model, optimizer)
+  for stage, variables in by_stage.items():
+    changed = dict(zip([v.name for v in variables],
+                       changed_weights(before[stage], variables)))
+    if stage <= 1:
+      assert not any(changed.values()), f'frozen stage {stage} changed'
+    else:
+      assert not any(c for n, c in changed.items() if 'moving' in n)
+      assert any(c for n, c in changed.items() if 'kernel' in n)
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))
