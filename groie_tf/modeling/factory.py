@@ -74,8 +74,8 @@ def with_groie(
   return maskrcnn_model.MaskRCNNModel(**components)
 
 
-def freeze_backbone(model: maskrcnn_model.MaskRCNNModel,
-                    model_config: groie_config.GRoIEMaskRCNN) -> None:
+def apply_backbone_freezing(model: maskrcnn_model.MaskRCNNModel,
+                            model_config: groie_config.GRoIEMaskRCNN) -> None:
   """Applies the config's `frozen_stages` and `norm_eval` to `model`'s
   backbone, for training (inference uses moving statistics anyway)."""
   frozen_stages = getattr(model_config, 'frozen_stages', -1)

@@ -76,5 +76,5 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
     model = factory.with_groie(stock, self.task_config.model, regularizer)
     if model is not stock:
       factory.build_weights(model, self.task_config.model.input_size)
-    factory.freeze_backbone(model, self.task_config.model)
+    factory.apply_backbone_freezing(model, self.task_config.model)
     return model
