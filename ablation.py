@@ -11,9 +11,9 @@ never run again: stop the sweep (Ctrl-C or SIGTERM; the running run saves
 its step) and start the same command to go on. A failed run is reported in
 the table and run again by the next sweep.
 
-On an idle 2-core CPU a run takes 18-28 minutes (the stock aligner the
-least, GRoIE the most), so the whole sweep (7 variants x 3 seeds) takes
-about 9 hours; `--max_runs` runs it in parts.
+On 2 CPU cores a GRoIE run took 27 minutes alone, a stock one 20 while
+other work shared the cores: the whole sweep (7 variants x 3 seeds) takes
+most of a day; `--max_runs` runs it in parts.
 """
 
 import sys
