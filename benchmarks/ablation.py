@@ -9,19 +9,16 @@ sweep's own training times are not. float32 without XLA, as the sweep
 trains.
 """
 
-from official.core import exp_factory
 from official.core import task_factory
 import tensorflow as tf
 
-from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.ablation import report
 from groie_tf.ablation import variants
 from groie_tf.data import shapes
 
 
 def _train_step(variant, data, batch_size):
-  config = exp_factory.get_exp_config(variant.experiment)
-  config.override(variant.override, is_strict=True)
+  config = variant.experiment_config()
   size = data.image_size
   config.override({'task': {
       'shapes_data': data.as_dict(),

@@ -46,8 +46,8 @@ from groie_tf import stopping
 from groie_tf.data import class_ids
 
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
-_BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
-_MASK_METRICS = tuple('mask_' + name for name in _BOX_METRICS)
+BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+MASK_METRICS = tuple('mask_' + name for name in BOX_METRICS)
 
 
 def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
@@ -129,12 +129,12 @@ class EvalRecorder:
 def format_metrics(metrics: Mapping[str, float]) -> str:
   """The box and mask COCO AP of an evaluation, as a small table."""
   lines = []
-  for title, names in (('box', _BOX_METRICS), ('mask', _MASK_METRICS)):
+  for title, names in (('box', BOX_METRICS), ('mask', MASK_METRICS)):
     if any(name in metrics for name in names):
       values = ' '.join(f'{metrics.get(name, float("nan")):7.4f}'
                         for name in names)
       lines.append(f'{title:5s}{values}')
-  header = '     ' + ' '.join(f'{name:>7s}' for name in _BOX_METRICS)
+  header = '     ' + ' '.join(f'{name:>7s}' for name in BOX_METRICS)
   return '\n'.join([header] + lines)
 
 

@@ -12,24 +12,21 @@ import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
-from official.core import exp_factory
 
-from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf import training
 from groie_tf.ablation import sweep
 from groie_tf.ablation import variants as variants_lib
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GRoIE
 
-BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
-MASK_METRICS = tuple('mask_' + name for name in BOX_METRICS)
+BOX_METRICS = training.BOX_METRICS
+MASK_METRICS = training.MASK_METRICS
 PLOT_NAME = 'ap_over_steps.png'
 
 
 def extractor_parameters(variant: variants_lib.Variant) -> int:
   """Weights of the variant's RoI extractors, box and mask (0 for stock)."""
-  params = exp_factory.get_exp_config(variant.experiment)
-  params.override(variant.override, is_strict=True)
-  model = params.task.model
+  model = variant.experiment_config().task.model
   channels = model.decoder.fpn.num_filters
   size = model.input_size[0]
   features = {str(level): tf.zeros([1, size // 2**level, size // 2**level,

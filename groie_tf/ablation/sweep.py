@@ -275,8 +275,9 @@ def run_sweep(variants: Sequence[variants_lib.Variant], seeds: Sequence[int],
     SweepStopped: SIGTERM or SIGINT.
   """
   override = dict(override or {})
+  runs = plan(variants, seeds)
   todo = []
-  for variant, seed in plan(variants, seeds):
+  for variant, seed in runs:
     record = load_record(results_dir, run_name(variant, seed))
     config = run_config(variant, seed, eval_interval, override)
     if record and record['status'] == 'ok':
@@ -288,7 +289,7 @@ def run_sweep(variants: Sequence[variants_lib.Variant], seeds: Sequence[int],
             'again.')
       continue
     todo.append((variant, seed))
-  recorded = len(plan(variants, seeds)) - len(todo)
+  recorded = len(runs) - len(todo)
   if max_runs:
     todo = todo[:max_runs]
   logging.info('Ablation: %d run(s) to do now, %d already recorded in %s.',

@@ -12,6 +12,11 @@ set trained from scratch, so only the order of the rows compares.
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+
+from groie_tf import registry_imports  # pylint: disable=unused-import
+
 # At 256 px the FPN rule's 224 px (COCO-sized inputs of 800-1333 px) sends
 # every RoI to P2 or P3. A quarter of it, as the inputs are about a quarter
 # of COCO's, sends RoIs of 28, 56 and 112 px and more to P3, P4 and P5.
@@ -38,6 +43,13 @@ class Variant:
   paper_box_ap: Optional[float] = None
   paper_mask_ap: Optional[float] = None
   paper_row: str = ''
+
+  def experiment_config(self) -> cfg.ExperimentConfig:
+    """The registered experiment with this variant's delta (unvalidated:
+    the caller may override more first)."""
+    config = exp_factory.get_exp_config(self.experiment)
+    config.override(self.override, is_strict=True)
+    return config
 
 
 def _both_branches(**block) -> Dict[str, Any]:
