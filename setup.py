@@ -21,6 +21,7 @@ setuptools.setup(
         'tf-keras==2.20.*',
         'pycocotools',
         'absl-py',
+        'matplotlib',  # the level analysis and the ablation's plot
     ],
     extras_require={'test': ['pytest>=7']},
 )
