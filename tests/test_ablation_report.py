@@ -79,5 +79,25 @@ def test_a_record_made_with_other_settings_is_not_taken_as_done(tmp_path):
                     str(tmp_path))
 
 
+
+def test_the_report_follows_the_records_on_disk(tmp_path):
+  """The plot is drawn from the records there, and removed with them."""
+  results = str(tmp_path)
+  os.makedirs(sweep.runs_dir(results))
+  record_path = os.path.join(sweep.runs_dir(results), 'groie_seed0.json')
+  with open(record_path, 'w') as f:
+    json.dump(_record('groie', 0, box=0.55), f)
+  plot_path = os.path.join(results, 'ablation', report.PLOT_NAME)
+  text = open(report.write(results, variants_lib.VARIANTS)).read()
+  assert '1 run record(s)' in text and 'abc1234' in text
+  assert '| `groie` | 0 | 0.550 |' in text and os.path.exists(plot_path)
+  os.remove(record_path)
+  text = open(report.write(results, variants_lib.VARIANTS)).read()
+  assert '0 run record(s) in `ablation/runs/`;' in text
+  assert '0.550' not in text and not os.path.exists(plot_path)
+  summaries = json.load(open(os.path.join(results, 'ablation',
+                                          'ablation.json')))['variants']
+  assert all(not s['seeds'] for s in summaries)
+
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -19,6 +19,7 @@ from official.core import train_lib
 from official.modeling import hyperparams
 
 from groie_tf import training
+from groie_tf.ablation import sweep
 from groie_tf.layers import GRoIE
 from tests.tiny_experiment import tiny_experiment
 
@@ -77,14 +78,10 @@ def test_seeded_tiny_experiment_reproduces_its_golden_losses(tiny_shapes):
   assert config.task.seed == 0
   task = task_factory.get_task(config.task)
   model = task.build_model()
-  # Model Garden's parser draws the flips and the RPN's anchor samples in a
-  # parallel map, where the random ops serve the images in thread order: on
-  # a busy machine the batch changed (3 outcomes in 9 runs). One thread
-  # draws them in image order, as an idle machine does.
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = 1
-  batch = next(iter(task.build_inputs(config.task.train_data).with_options(
-      options)))
+  # The experiment's `deterministic_input` draws the flips and anchor
+  # samples in image order (in thread order, the batch changed 3 times in 9).
+  assert config.task.deterministic_input
+  batch = next(iter(task.build_inputs(config.task.train_data)))
   images = batch[0].numpy()
   assert images.shape[0] == 2 and np.abs(images[0] - images[1]).max() > 0.5
   losses = {'initial': _losses(task, model, batch)}
@@ -241,6 +238,52 @@ def test_progress_logger_reports_rate_and_eta(monkeypatch):
   assert lines == [
       'step 10/100 (10%) | total_loss 2.5000 | warming up | ETA unknown',
       'step 30/100 (30%) | total_loss 1.5000 | 2.00 steps/s | ETA 0:00:35']
+
+
+def test_a_seeded_run_repeats_bit_for_bit_and_evaluating_changes_nothing(
+    tiny_shapes, tmp_path):
+  """Two train.py runs of one seed, one evaluating after every 2 steps and
+  one only at the end, end with the same weights, bit for bit.
+
+  The ablation's seeds mean something only if both hold: a run is a
+  function of its seed, and the AP curve's evaluations leave the training
+  alone (they draw no random numbers the training would have drawn).
+  """
+  config_file = tmp_path / 'tiny.yaml'
+  hyperparams.save_params_dict_to_yaml(
+      tiny_experiment(tiny_shapes, train_steps=4), str(config_file))
+  weights, losses = {}, {}
+  for interval in (2, 4):
+    model_dir = tmp_path / f'every_{interval}'
+    result = subprocess.run(
+        [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
+         '--mode=train_and_eval', f'--model_dir={model_dir}',
+         f'--config_file={config_file}',
+         f'--params_override=trainer.validation_interval={interval},'
+         'trainer.checkpoint_interval=4'],
+        cwd=_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = sweep.read_run(str(model_dir))
+    assert [e['step'] for e in run['evaluations']] == list(
+        range(interval, 5, interval))
+    losses[interval] = run['training_losses']
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    assert checkpoint.endswith('ckpt-4')
+    weights[interval] = _checkpoint_values(checkpoint)
+  assert losses[2] == losses[4] and len(losses[4]) == 4
+  assert weights[2].keys() == weights[4].keys() and len(weights[2]) > 200
+  for key, value in weights[4].items():
+    np.testing.assert_array_equal(weights[2][key], value, err_msg=key)
+  # Training moved the weights (so equal weights are not two untrained
+  # models): compare with a fresh model of the same seed.
+  task = task_factory.get_task(tiny_experiment(tiny_shapes).task)
+  model = task.build_model()
+  kernel = model.roi_aligner.trainable_weights[0]
+  trained = [v for k, v in weights[4].items()
+             if 'roi_aligner' in k and v.shape == tuple(kernel.shape)]
+  assert trained
+  moved = min(float(np.abs(v - kernel.numpy()).max()) for v in trained)
+  assert moved > 1e-6
 
 
 def test_train_py_trains_evaluates_and_prints_ap(tiny_shapes, tmp_path):

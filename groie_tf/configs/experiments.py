@@ -120,6 +120,7 @@ def _shapes_experiment(with_groie: bool) -> groie_config.GRoIEExperimentConfig:
       model=model,
       shapes_data=data,
       seed=0,
+      deterministic_input=True,
       losses=maskrcnn_config.Losses(l2_weight_decay=1e-4),
       train_data=data_config(training=True),
       validation_data=data_config(training=False),

@@ -81,6 +81,13 @@ class GRoIEMaskRCNNTask(maskrcnn_config.MaskRCNNTask):
   # The task seeds Python, NumPy and TensorFlow with it (weight
   # initialisation, shuffling) when it is created; None leaves them random.
   seed: Optional[int] = None
+  # Runs the input pipelines' maps on one thread. Model Garden's parser
+  # draws its random flips and the RPN's anchor samples in a parallel map,
+  # where the draws go to images in the order threads reach them: two runs
+  # with the same seed then see different batches. On one thread they go
+  # in image order, so a seeded run is reproducible (the ablation needs
+  # it). For small images only: it serialises the decoding.
+  deterministic_input: bool = False
 
 
 def groie_layer_kwargs(block: GRoIEBlock, crop_size: int) -> Dict[str, Any]:

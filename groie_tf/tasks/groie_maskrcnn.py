@@ -40,7 +40,9 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   - with `task.shapes_data` set, generates the built-in data set on first
     use and reads it (the config leaves its paths empty);
   - checks every batch's class ids against `num_classes` (Model Garden
-    does not, see `groie_tf.data.class_ids`).
+    does not, see `groie_tf.data.class_ids`);
+  - with `task.deterministic_input`, runs the input pipeline on one thread,
+    so that a seeded run draws the same flips and anchor samples each time.
   """
 
   def __init__(self, params: groie_config.GRoIEMaskRCNNTask, logging_dir=None,
@@ -55,13 +57,19 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   def build_inputs(self, params: maskrcnn_config.DataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None):
     """Model Garden's input pipeline, class ids checked; the built-in set's
-    files if the config names no others."""
+    files if the config names no others; on one thread with
+    `deterministic_input`."""
     if self.task_config.shapes_data is not None and not params.input_path:
       params = (self.task_config.train_data if params.is_training else
                 self.task_config.validation_data)
-    return class_ids.checking_class_ids(
+    dataset = class_ids.checking_class_ids(
         super().build_inputs(params, input_context),
         self.task_config.model.num_classes, params.input_path)
+    if self.task_config.deterministic_input:
+      options = tf.data.Options()
+      options.threading.private_threadpool_size = 1
+      dataset = dataset.with_options(options)
+    return dataset
 
   def build_model(self) -> tf_keras.Model:
     """Model Garden's model, with GRoIE where the config asks for it.
