@@ -95,3 +95,17 @@ def assert_gradients_reach_everything(layer, loss_fn, inputs):
     assert np.any(grad != 0), f'zero gradient at {weight.name}'
   for grad in tf.nest.flatten(grads[1]):
     assert grad is not None and np.any(tf.convert_to_tensor(grad).numpy())
+
+
+def assert_map_layer_contract(layer, x):
+  """The whole contract of a layer from `[N, H, W, C]` maps to maps, with
+  random weights: serialisation, XLA, gradients everywhere, empty batch."""
+  layer(x)
+  randomize_weights(layer)
+  call = lambda l: l(x)
+  assert_serialization_round_trip(layer, call)
+  assert_xla_matches_eager(layer, call)
+  assert_gradients_reach_everything(
+      layer, lambda: tf.reduce_sum(layer(x)**2), x)
+  empty = tf.zeros([0] + x.shape.as_list()[1:], x.dtype)
+  assert layer(empty).shape == empty.shape

@@ -1,7 +1,7 @@
 """One training step under MirroredStrategy on two logical CPUs, and on one:
 for the first image of a batch twice, and for two different images.
 
-    python -m tests.mirrored_step SHAPES_DATA_JSON [groie|baseline]
+    python -m tests.mirrored_step SHAPES_DATA_JSON [groie|baseline|gcnet_groie]
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
@@ -76,7 +76,9 @@ def compare(config, batch, mirrored):
 
 def main():
   data = shapes.ShapesDataset(**json.loads(sys.argv[1]))
-  config = tiny_experiment(data, groie=sys.argv[2] == 'groie', batch_size=2)
+  model = sys.argv[2]
+  config = tiny_experiment(data, groie=model.endswith('groie'), batch_size=2,
+                           gc_backbone=model.startswith('gcnet'))
   task = task_factory.get_task(config.task)
   batch = next(iter(task.build_inputs(config.task.train_data)))
   images = batch[0].numpy()

@@ -96,13 +96,22 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
   assert len(by_section['options']) == 1 + 15
   assert all(row['paper_box_ap'] > 30 for row in by_section['options'][1:])
   # Every variant of the ablation, the stock row first.
+  # GCNet's blocks: the weights they add to R50 and R101 (r4, c3-c5), and
+  # a small share of the FLOPs.
+  gcnet = {(row['case'].split()[0], row['variant'].split()[0]): row
+           for row in by_section['gcnet']}
+  assert gcnet[('R50', 'GC')]['added_weights'] == 10_000_909
+  assert gcnet[('R101', 'GC')]['added_weights'] == 18_961_694
+  for depth in ('R50', 'R101'):
+    assert gcnet[(depth, 'Model')]['gc_flop_share'] == 0
+    assert 0 < gcnet[(depth, 'GC')]['gc_flop_share'] < 0.05
   ablation = {row['variant']: row for row in by_section['ablation']}
   assert list(ablation)[0] == 'stock' and len(ablation) == 7
   assert (ablation['fair_rule_with_modules']['extractor_weights'] ==
           ablation['groie']['extractor_weights'] > 0)
   baselines = [row for row in rows if row['variant'].startswith(
       ('Model Garden', 'stock'))]
-  assert len(baselines) == 9 and all(row['ratio'] == 1 for row in baselines)
+  assert len(baselines) == 11 and all(row['ratio'] == 1 for row in baselines)
   layer = {(row['case'].split(', ')[-1], row['variant']): row
            for row in by_section['layer']}
   groie = layer[('forward', 'GRoIE (paper)')]

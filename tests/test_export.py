@@ -18,8 +18,11 @@ from official.core import task_factory
 
 from groie_tf.data import shapes
 from groie_tf.layers import GRoIE
+from groie_tf.modeling import gc_checkpoint
+from groie_tf.modeling import gc_resnet
 from groie_tf.serving import export
 from groie_tf.serving import predict
+from tests import layer_contract
 from tests.tiny_experiment import tiny_experiment
 
 # Trains, exports or benchmarks models: minutes (`pytest -m "not slow"`
@@ -107,6 +110,35 @@ def test_saved_model_detects_what_the_in_process_model_does(
                                expected[name].numpy(), rtol=1e-4, atol=1e-5,
                                err_msg=name)
 
+
+
+def test_a_gcnet_model_serves_what_it_computes(tiny_shapes, tmp_path):
+  """GC-Net + GRoIE through the same exporter, context blocks not the
+  identity (random last convs), attention gamma != 0."""
+  config = tiny_experiment(tiny_shapes, groie=True, gc_backbone=True)
+  tf_keras.utils.set_random_seed(1)
+  model = task_factory.get_task(config.task).build_model()
+  blocks = gc_checkpoint.context_blocks(model.backbone)
+  assert len(blocks) == 6
+  for index, block in enumerate(blocks):
+    layer_contract.randomize_weights(block, seed=index, scale=0.1)
+  for layer in (model.roi_aligner, model.mask_roi_aligner):
+    layer.post_module.gamma.assign([0.7])
+  checkpoint = tf.train.Checkpoint(model=model).write(str(tmp_path / 'ckpt'))
+  saved_model_dir = export.export(config, checkpoint, str(tmp_path / 'out'))
+  module = export.GRoIEDetectionModule(
+      params=config, batch_size=None,
+      input_image_size=config.task.model.input_size[:2], num_channels=3)
+  assert isinstance(module.model.backbone, gc_resnet.GCResNet)
+  tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
+  images = _images(tiny_shapes)
+  expected = module.serve(tf.constant(images))
+  served = tf.saved_model.load(saved_model_dir).signatures['serving_default'](
+      tf.constant(images))
+  assert float(np.max(expected['detection_scores'])) > 0
+  for name in _OUTPUTS:
+    np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(),
+                               rtol=1e-4, atol=1e-5, err_msg=name)
 
 def test_saved_model_runs_without_groie_tf_or_model_garden(
     groie_checkpoint, tiny_shapes, tmp_path):

@@ -9,7 +9,10 @@ from official.core import task_factory
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.layers import GeneralizedAttention
 from groie_tf.modeling import backbone_freezing
+from groie_tf.modeling import gc_checkpoint
+from groie_tf.modeling import gc_resnet
 from tests.frozen_weights import changed_weights
 from tests.frozen_weights import variables_by_stage
 from tests.tiny_experiment import tiny_experiment
@@ -17,8 +20,8 @@ from tests.tiny_experiment import tiny_experiment
 # Builds COCO-headed models and trains a step: minutes on 2 CPU cores.
 pytestmark = pytest.mark.slow
 
-PAPER = (pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper' /
-         'table5_mask_rcnn_groie.yaml')
+PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
+PAPER = PAPER_DIR / 'table5_mask_rcnn_groie.yaml'
 
 
 def _paper_model():
@@ -54,6 +57,35 @@ def test_the_paper_configs_build_the_two_fc_head_and_freeze_the_backbone():
   assert all(not layer.trainable for stage in stages[:2] for layer in stage)
   assert all(layer.trainable for stage in stages[2:] for layer in stage)
 
+
+
+def test_the_gcnet_row_builds_gcnet_with_the_authors_attention_heads():
+  """`train.py --experiment=groie_gcnet_maskrcnn_resnetfpn_coco
+  --config_file=configs/paper/table5_gcnet_groie.yaml`'s model, at a CPU
+  size (R50 at a quarter width, 128 px): 13 context blocks in c3-c5, stem
+  and c2 frozen, batch norms training elsewhere, 8 attention heads in the
+  box extractor and 6 in the mask extractor."""
+  config = groie_config.load_experiment(
+      'groie_gcnet_maskrcnn_resnetfpn_coco',
+      [str(PAPER_DIR / 'table5_gcnet_groie.yaml')])
+  config.override({'task': {'model': {
+      'input_size': [128, 128, 3],
+      'backbone': {'gc_resnet': {'depth_multiplier': 0.25}}}}})
+  model = task_factory.get_task(config.task).build_model()
+  assert isinstance(model.backbone, gc_resnet.GCResNet)
+  assert len(gc_checkpoint.context_blocks(model.backbone)) == 13
+  stages = backbone_freezing.resnet_stages(model.backbone)
+  assert all(not layer.trainable for stage in stages[:2] for layer in stage)
+  trainable = {id(v) for v in model.trainable_variables}
+  for block in gc_checkpoint.context_blocks(model.backbone):
+    assert all(id(v) in trainable for v in block.weights)
+  assert config.task.model.norm_eval is False
+  assert config.task.model.norm_activation.use_sync_bn
+  heads = {name: [m.num_heads for m in aligner.submodules
+                  if isinstance(m, GeneralizedAttention)]
+           for name, aligner in (('box', model.roi_aligner),
+                                 ('mask', model.mask_roi_aligner))}
+  assert heads == {'box': [8], 'mask': [6]}  # one post-processing block
 
 def test_the_task_keeps_frozen_weights_and_statistics_through_a_step(
     tiny_shapes):

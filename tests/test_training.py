@@ -20,6 +20,7 @@ from official.modeling import hyperparams
 
 from groie_tf import training
 from groie_tf.ablation import sweep
+from groie_tf.modeling import gc_checkpoint
 from groie_tf.layers import GRoIE
 from tests.tiny_experiment import tiny_experiment
 
@@ -94,8 +95,10 @@ def test_seeded_tiny_experiment_reproduces_its_golden_losses(tiny_shapes):
           stage, name, losses)
 
 
-@pytest.mark.parametrize('groie', [True, False])
-def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
+@pytest.mark.parametrize('groie,gc_backbone', [(True, False), (False, False),
+                                               (True, True)])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
+                                                        gc_backbone):
   """One step lowers the RPN loss; a few steps lower the whole loss.
 
   The second stage's loss is not a smooth function of the weights at
@@ -103,10 +106,14 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
   top-k proposals that the second stage is trained on, and one step can
   raise it by 10%. The RPN's loss has fixed anchor targets.
   """
-  config = tiny_experiment(tiny_shapes, groie=groie)
+  config = tiny_experiment(tiny_shapes, groie=groie, gc_backbone=gc_backbone)
   task = task_factory.get_task(config.task)
   model = task.build_model()
   assert isinstance(model.roi_aligner, GRoIE) == groie
+  context_blocks = gc_checkpoint.context_blocks(model.backbone) if (
+      gc_backbone) else []
+  assert len(context_blocks) == (6 if gc_backbone else 0)  # c3-c5, R18
+  gc_weights = [w.numpy() for b in context_blocks for w in b.trainable_weights]
   optimizer = tf_keras.optimizers.SGD(0.01)
   batch = next(iter(task.build_inputs(config.task.train_data)))
   step = tf.function(lambda b: task.train_step(b, model, optimizer))
@@ -124,6 +131,11 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
   # attention's output projection gets no gradient until gamma leaves 0.)
   for old, new in zip(aligner_weights, model.roi_aligner.trainable_weights):
     assert np.abs(new.numpy() - old).max() > 0, new.name
+  # And every weight of the context blocks (the mask conv only once the
+  # zero-initialised last conv has moved).
+  trained = [w for b in context_blocks for w in b.trainable_weights]
+  for old, new in zip(gc_weights, trained):
+    assert np.abs(new.numpy() - old).max() > 0, new.name
 
 
 # With op determinism on and seeded weights (see tests/mirrored_step.py), the
@@ -139,7 +151,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie):
 # replica by different counts, so the replicas optimise another weighting
 # (Model Garden's design) and only the classification losses must agree;
 # RoIs pooled from the other image of the batch change them.
-@pytest.mark.parametrize('model', ['baseline', 'groie'])
+@pytest.mark.parametrize('model', ['baseline', 'groie', 'gcnet_groie'])
 def test_two_replica_mirrored_step_matches_the_single_device_step(
     tiny_shapes, model):
   result = subprocess.run(

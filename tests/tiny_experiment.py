@@ -38,11 +38,16 @@ def tiny_override(shapes_data, batch_size: int = 2, train_steps: int = 2):
 
 
 def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
-                    train_steps: int = 2):
-  """`groie_maskrcnn_shapes` (or its baseline) shrunk by `tiny_override`."""
-  name = 'groie_maskrcnn_shapes' if groie else 'maskrcnn_shapes'
+                    train_steps: int = 2, gc_backbone: bool = False):
+  """`groie_maskrcnn_shapes` (or its baseline, or their GC-Net twins)
+  shrunk by `tiny_override`."""
+  name = (('groie_' if groie else '') + ('gcnet_' if gc_backbone else '') +
+          'maskrcnn_shapes')
   config = exp_factory.get_exp_config(name)
-  config.override(tiny_override(shapes_data, batch_size, train_steps),
-                  is_strict=True)
+  override = tiny_override(shapes_data, batch_size, train_steps)
+  if gc_backbone:
+    backbone = override['task']['model'].pop('backbone')
+    override['task']['model']['backbone'] = {'gc_resnet': backbone['resnet']}
+  config.override(override, is_strict=True)
   config.validate()
   return config

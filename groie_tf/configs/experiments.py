@@ -16,6 +16,7 @@ from official.vision.configs import common
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_config
 
+from groie_tf.configs import backbones as groie_backbones
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import shapes
 
@@ -66,6 +67,35 @@ def groie_cascadercnn_resnetfpn_coco() -> groie_config.GRoIEExperimentConfig:
   return config
 
 
+def _with_gc_backbone(config: groie_config.GRoIEExperimentConfig):
+  """`config` with GCNet's ResNet (context blocks in c3-c5, ratio 1/4) in
+  place of its ResNet, every other backbone field kept."""
+  backbone = config.task.model.backbone
+  backbone.gc_resnet.override(backbone.resnet.as_dict())
+  backbone.type = 'gc_resnet'
+  return config
+
+
+@exp_factory.register_config_factory('gcnet_maskrcnn_resnetfpn_coco')
+def gcnet_maskrcnn_resnetfpn_coco() -> groie_config.GRoIEExperimentConfig:
+  """GC-Net: Mask R-CNN R50-FPN with GCNet's backbone, Model Garden's
+  stock RoI aligners (R101: `backbone.gc_resnet.model_id=101`).
+
+  Batch norm trains, synchronised across replicas, as in mmdetection's
+  GC-Net configs (Model Garden's default, kept).
+  """
+  config = _with_gc_backbone(_from_model_garden('maskrcnn_resnetfpn_coco'))
+  config.task.model.box_groie = None
+  config.task.model.mask_groie = None
+  return config
+
+
+@exp_factory.register_config_factory('groie_gcnet_maskrcnn_resnetfpn_coco')
+def groie_gcnet_maskrcnn_resnetfpn_coco() -> groie_config.GRoIEExperimentConfig:
+  """GC-Net with GRoIE in both branches (paper, Table V)."""
+  return _with_gc_backbone(_from_model_garden('maskrcnn_resnetfpn_coco'))
+
+
 # The built-in data set, sized so that `train.py --mode=train_and_eval` runs
 # in under 15 minutes on 2 CPU cores (see docs/results.md).
 _SHAPES_TRAIN_STEPS = 900
@@ -82,7 +112,7 @@ def _shapes_experiment(with_groie: bool) -> groie_config.GRoIEExperimentConfig:
       min_level=2,
       max_level=6,
       anchor=maskrcnn_config.Anchor(anchor_size=4.0),
-      backbone=backbones.Backbone(
+      backbone=groie_backbones.Backbone(
           type='resnet',
           resnet=backbones.ResNet(model_id=18, depth_multiplier=0.5)),
       decoder=decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=48)),
@@ -161,3 +191,19 @@ def groie_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
 def maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
   """The baseline twin: the same model and schedule, stock RoI aligners."""
   return _shapes_experiment(with_groie=False)
+
+
+@exp_factory.register_config_factory('groie_gcnet_maskrcnn_shapes')
+def groie_gcnet_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
+  """GRoIE Mask R-CNN with GCNet's ResNet-18 on the built-in shapes set.
+
+  ResNet-18's basic blocks have no conv3: the context block follows their
+  second conv and its norm, the same place before the residual add.
+  """
+  return _with_gc_backbone(_shapes_experiment(with_groie=True))
+
+
+@exp_factory.register_config_factory('gcnet_maskrcnn_shapes')
+def gcnet_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
+  """GC-Net's baseline on the shapes set: stock RoI aligners."""
+  return _with_gc_backbone(_shapes_experiment(with_groie=False))

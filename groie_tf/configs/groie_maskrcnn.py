@@ -17,6 +17,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.configs import maskrcnn as maskrcnn_config
 
+from groie_tf.configs import backbones
 from groie_tf.data import shapes
 from groie_tf.layers import groie as groie_layer
 from groie_tf.modeling import backbone_freezing
@@ -56,10 +57,15 @@ class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
   Garden's behaviour (see `groie_tf.modeling.backbone_freezing`):
 
   - frozen_stages: -1 trains the whole backbone; 0 freezes the stem; k in
-    1..4 the stem and stages 1..k. ResNet backbones only.
+    1..4 the stem and stages 1..k. ResNet backbones only (plain or GC).
   - norm_eval: the backbone's batch norms use their moving statistics in
     training too, and never update them; their scale and offset train.
+
+  `backbone` adds GCNet's ResNet (`type: gc_resnet`) to Model Garden's
+  choices; both ResNets take `frozen_stages` and `norm_eval`.
   """
+  backbone: backbones.Backbone = dataclasses.field(
+      default_factory=lambda: backbones.Backbone(type='resnet'))
   box_groie: Optional[GRoIEBlock] = dataclasses.field(
       default_factory=GRoIEBlock)
   mask_groie: Optional[GRoIEBlock] = dataclasses.field(
@@ -98,8 +104,8 @@ def groie_layer_kwargs(block: GRoIEBlock, crop_size: int) -> Dict[str, Any]:
 
 
 def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
-  """Raises ValueError naming the config field of an invalid GRoIE or
-  backbone-freezing option.
+  """Raises ValueError naming the config field of an invalid GRoIE, GC
+  backbone or backbone-freezing option.
 
   Builds each configured layer (construction validates every argument), so
   the rules live in one place: `groie_tf.layers.GRoIE.__init__`.
@@ -120,6 +126,7 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
           f'{prefix}.{name}: levels {block.min_level}..{block.max_level} are '
           f'outside the FPN levels {model.min_level}..{model.max_level} of '
           f'{prefix}.')
+  backbones.validate_backbone(model.backbone, f'{prefix}.backbone')
   _validate_backbone_freezing(model, prefix)
 
 
@@ -134,11 +141,12 @@ def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):
   if not isinstance(model.norm_eval, bool):
     raise ValueError(f'{prefix}.norm_eval must be true or false, got '
                      f'{model.norm_eval!r}.')
-  if (stages >= 0 or model.norm_eval) and model.backbone.type != 'resnet':
+  if (stages >= 0 or model.norm_eval) and model.backbone.type not in (
+      'resnet', 'gc_resnet'):
     raise ValueError(
         f'{prefix}.frozen_stages and {prefix}.norm_eval need '
-        f"{prefix}.backbone.type 'resnet', got {model.backbone.type!r}: set "
-        'them to -1 and false.')
+        f"{prefix}.backbone.type 'resnet' or 'gc_resnet', got "
+        f'{model.backbone.type!r}: set them to -1 and false.')
 
 
 def shapes_data_paths(data: shapes.ShapesDataset) -> Dict[str, str]:

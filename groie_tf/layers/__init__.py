@@ -1,5 +1,6 @@
 """Keras layers (tf_keras, Keras 2) of groie_tf."""
 
+from groie_tf.layers.context_block import ContextBlock
 from groie_tf.layers.generalized_attention import GeneralizedAttention
 from groie_tf.layers.groie import AGGREGATIONS
 from groie_tf.layers.groie import GRoIE
@@ -7,5 +8,5 @@ from groie_tf.layers.groie import LEVEL_SELECTIONS
 from groie_tf.layers.groie import MODULES
 from groie_tf.layers.non_local import NonLocal2D
 
-__all__ = ['GRoIE', 'GeneralizedAttention', 'NonLocal2D', 'LEVEL_SELECTIONS',
-           'AGGREGATIONS', 'MODULES']
+__all__ = ['GRoIE', 'GeneralizedAttention', 'NonLocal2D', 'ContextBlock',
+           'LEVEL_SELECTIONS', 'AGGREGATIONS', 'MODULES']

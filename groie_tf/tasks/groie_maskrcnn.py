@@ -12,6 +12,8 @@ from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import class_ids
 from groie_tf.data import shapes
 from groie_tf.modeling import factory
+from groie_tf.modeling import gc_checkpoint
+from groie_tf.modeling import gc_resnet
 
 
 def _reading_shapes_data(
@@ -35,6 +37,8 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
 
   - swaps GRoIE into the model Model Garden builds, and freezes backbone
     stages and batch-norm statistics as mmdetection does (`build_model`);
+  - starts a GC ResNet backbone from a plain ResNet checkpoint, context
+    blocks left at their identity init (`initialize`);
   - seeds Python, NumPy and TensorFlow with `task.seed` when it is created,
     whichever entry point creates it;
   - with `task.shapes_data` set, generates the built-in data set on first
@@ -86,3 +90,21 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
       factory.build_weights(model, self.task_config.model.input_size)
     factory.apply_backbone_freezing(model, self.task_config.model)
     return model
+
+  def initialize(self, model: tf_keras.Model):
+    """Model Garden's checkpoint loading; a GC ResNet backbone also loads
+    a plain ResNet checkpoint (`groie_tf.modeling.gc_checkpoint`)."""
+    config = self.task_config
+    modules = config.init_checkpoint_modules
+    if (not config.init_checkpoint or modules == 'all' or
+        not isinstance(model.backbone, gc_resnet.GCResNet) or
+        'backbone' not in modules):
+      super().initialize(model)
+      return
+    path = config.init_checkpoint
+    if tf.io.gfile.isdir(path):
+      path = tf.train.latest_checkpoint(path)
+    gc_checkpoint.restore_backbone(model.backbone, path)
+    if 'decoder' in modules:
+      tf.train.Checkpoint(decoder=model.decoder).read(
+          path).expect_partial().assert_existing_objects_matched()
