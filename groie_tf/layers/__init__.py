@@ -2,6 +2,7 @@
 
 from groie_tf.layers.context_block import ContextBlock
 from groie_tf.layers.generalized_attention import GeneralizedAttention
+from groie_tf.layers.grid_head import GridHead
 from groie_tf.layers.groie import AGGREGATIONS
 from groie_tf.layers.groie import GRoIE
 from groie_tf.layers.groie import LEVEL_SELECTIONS
@@ -9,4 +10,4 @@ from groie_tf.layers.groie import MODULES
 from groie_tf.layers.non_local import NonLocal2D
 
 __all__ = ['GRoIE', 'GeneralizedAttention', 'NonLocal2D', 'ContextBlock',
-           'LEVEL_SELECTIONS', 'AGGREGATIONS', 'MODULES']
+           'GridHead', 'LEVEL_SELECTIONS', 'AGGREGATIONS', 'MODULES']
