@@ -206,5 +206,63 @@ def test_xla_matches_eager():
                              rtol=1e-6)
 
 
+
+def test_sampling_takes_every_positive_when_there_are_few():
+  classes = tf.constant([[3, 0, -1, 2, 0], [0, 1, 0, 0, -1]])
+  image, roi, valid = grid_points.sample_positives(classes, max_num=6)
+  picks = sorted((int(i), int(r)) for i, r, v in zip(image, roi, valid) if v)
+  assert picks == [(0, 0), (0, 3), (1, 1)]
+  assert int(tf.reduce_sum(tf.cast(valid, tf.int32))) == 3
+  # The invalid picks are the others, each once.
+  assert len({(int(i), int(r)) for i, r in zip(image, roi)}) == 6
+
+
+def test_sampling_draws_positives_uniformly_across_the_batch():
+  """10 positives in image 0, 2 in image 1, 4 kept: each positive is kept
+  with probability 4/12 whatever its image or place (mmdetection's
+  randperm over the GPU's positives)."""
+  classes = np.zeros((2, 16), np.int32)
+  classes[0, 3:13] = 1
+  classes[1, [0, 15]] = 5
+  counts = np.zeros((2, 16))
+  rng = np.random.default_rng(6)
+  draws = 3000
+  for _ in range(draws):
+    image, roi, valid = grid_points.sample_positives(
+        tf.constant(classes), 4, tf.constant(rng.uniform(size=(2, 16)),
+                                             tf.float32))
+    assert bool(tf.reduce_all(valid))
+    np.add.at(counts, (image.numpy(), roi.numpy()), 1)
+  frequency = counts / draws
+  positive = classes > 0
+  assert not counts[~positive].any()
+  # Binomial standard error at p = 1/3 over 3000 draws: 0.0086.
+  np.testing.assert_allclose(frequency[positive], 4 / 12, atol=0.035)
+
+
+def test_the_loss_is_mmdetections_mean_and_zero_without_positives():
+  rng = np.random.default_rng(7)
+  fused = rng.normal(0, 2, (3, 28, 28, 9)).astype(np.float32)
+  unfused = rng.normal(0, 2, (3, 28, 28, 9)).astype(np.float32)
+  targets = (rng.uniform(size=(3, 28, 28, 9)) < 0.01).astype(np.float32)
+  valid = np.array([True, False, True])
+
+  def bce(logits):  # float64, from the definition
+    x = logits[valid].astype(np.float64)
+    t = targets[valid]
+    p = 1 / (1 + np.exp(-x))
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+
+  got = grid_points.grid_loss(fused, unfused, targets, valid)
+  assert float(got) == pytest.approx(15 * (bce(fused) + bce(unfused)),
+                                     rel=1e-5)
+  none = tf.zeros([3], tf.bool)
+  logits = tf.Variable(fused)
+  with tf.GradientTape() as tape:
+    loss = grid_points.grid_loss(logits, unfused, targets, none)
+  assert float(loss) == 0.0
+  gradient = tape.gradient(loss, logits)
+  assert np.isfinite(gradient.numpy()).all() and not gradient.numpy().any()
+
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -1,4 +1,4 @@
-"""Grid R-CNN's grid points: training targets, RoI jitter and box decoding.
+"""Grid R-CNN's grid points: targets, RoI jitter, sampling, loss and decoding.
 
 As mmdetection's `GridHead` and `GridRoIHead` (Grid R-CNN Plus, Lu et al.,
 arXiv 1906.05688, the variant GRoIE's Table V ran) compute them, in Model
@@ -27,7 +27,8 @@ array([[ 98.21, 101.79, 198.21, 201.79]], dtype=float32)
 import tensorflow as tf
 
 __all__ = ['GRID_POINTS', 'WINDOW', 'MAP_SIZE', 'window_origins',
-           'grid_targets', 'jitter_boxes', 'decode_boxes']
+           'grid_targets', 'jitter_boxes', 'decode_boxes',
+           'sample_positives', 'grid_loss']
 
 GRID_SIZE = 3
 GRID_POINTS = GRID_SIZE * GRID_SIZE
@@ -181,3 +182,55 @@ def decode_boxes(logits: tf.Tensor, rois: tf.Tensor) -> tf.Tensor:
                       vote(abs_y, [2, 5, 8]), vote(abs_x, [6, 7, 8])], -1)
   return tf.cast(tf.reshape(refined, tf.concat([leading, [4]], 0)),
                  rois.dtype)
+
+
+def sample_positives(gt_classes: tf.Tensor, max_num: int,
+                     uniform: tf.Tensor = None):
+  """Grid R-CNN Plus's cross-image sampling: up to `max_num` positive RoIs
+  drawn at random from all images of the (per-replica) batch.
+
+  mmdetection pools every positive of the GPU's images and keeps
+  `randperm(P)[:max_num]`. With static shapes: every positive scores 1 +
+  u/2 and every other RoI u/2, u ~ U(0, 1), and the top `max_num` are
+  kept; those that are not positives (too few in the batch) are marked
+  invalid.
+
+  Args:
+    gt_classes: `[B, N]` matched classes of the sampled RoIs (> 0: a
+      positive, 0: background, < 0: padding).
+    max_num: RoIs kept (192 per GPU in mmdetection), at most B * N.
+    uniform: `[B, N]` the u above, for tests; drawn if None.
+
+  Returns:
+    `(image, roi, valid)`, each `[max_num]`: the image and the RoI index in
+    it of each pick, and whether it is a positive.
+  """
+  shape = tf.shape(gt_classes)
+  if uniform is None:
+    uniform = tf.random.uniform(shape)
+  positive = tf.reshape(gt_classes > 0, [-1])
+  score = tf.cast(positive, tf.float32) + 0.5 * tf.reshape(uniform, [-1])
+  picked = tf.math.top_k(score, k=max_num, sorted=False).indices
+  return (picked // shape[1], picked % shape[1], tf.gather(positive, picked))
+
+
+def grid_loss(fused: tf.Tensor, unfused: tf.Tensor, targets: tf.Tensor,
+              valid: tf.Tensor, weight: float = 15.0) -> tf.Tensor:
+  """mmdetection's grid loss: `weight` times the sigmoid cross-entropy,
+  averaged over every pixel of every heatmap of the valid RoIs, of the
+  fused heatmaps plus that of the unfused ones; 0 without a valid RoI.
+
+  Args:
+    fused, unfused: `[K, 28, 28, 9]` logits.
+    targets: `[K, 28, 28, 9]` binary targets.
+    valid: `[K]` bool.
+  """
+  mask = tf.cast(valid, tf.float32)[:, None, None, None]
+  count = tf.reduce_sum(mask) * float(WINDOW * WINDOW * GRID_POINTS)
+
+  def mean_bce(logits):
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=targets, logits=tf.cast(logits, tf.float32))
+    return tf.math.divide_no_nan(tf.reduce_sum(bce * mask), count)
+
+  return weight * (mean_bce(fused) + mean_bce(unfused))
