@@ -20,6 +20,7 @@ from groie_tf.data import shapes
 from groie_tf.layers import GRoIE
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
+from groie_tf.modeling import grid_rcnn_model
 from groie_tf.serving import export
 from groie_tf.serving import predict
 from tests import layer_contract
@@ -112,6 +113,27 @@ def test_saved_model_detects_what_the_in_process_model_does(
 
 
 
+def _assert_served_as_in_process(config, model, tiny_shapes, tmp_path,
+                                 outputs):
+  """Exports `model`'s weights; the SavedModel's `outputs` equal those of
+  the export module built in process. Returns that module's model."""
+  checkpoint = tf.train.Checkpoint(model=model).write(str(tmp_path / 'ckpt'))
+  saved_model_dir = export.export(config, checkpoint, str(tmp_path / 'out'))
+  module = export.GRoIEDetectionModule(
+      params=config, batch_size=None,
+      input_image_size=config.task.model.input_size[:2], num_channels=3)
+  tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
+  images = _images(tiny_shapes)
+  expected = module.serve(tf.constant(images))
+  served = tf.saved_model.load(saved_model_dir).signatures['serving_default'](
+      tf.constant(images))
+  assert float(np.max(expected['detection_scores'])) > 0
+  for name in outputs:
+    np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(),
+                               rtol=1e-4, atol=1e-4, err_msg=name)
+  return module.model
+
+
 def test_a_gcnet_model_serves_what_it_computes(tiny_shapes, tmp_path):
   """GC-Net + GRoIE through the same exporter, context blocks not the
   identity (random last convs), attention gamma != 0."""
@@ -124,21 +146,25 @@ def test_a_gcnet_model_serves_what_it_computes(tiny_shapes, tmp_path):
     layer_contract.randomize_weights(block, seed=index, scale=0.1)
   for layer in (model.roi_aligner, model.mask_roi_aligner):
     layer.post_module.gamma.assign([0.7])
-  checkpoint = tf.train.Checkpoint(model=model).write(str(tmp_path / 'ckpt'))
-  saved_model_dir = export.export(config, checkpoint, str(tmp_path / 'out'))
-  module = export.GRoIEDetectionModule(
-      params=config, batch_size=None,
-      input_image_size=config.task.model.input_size[:2], num_channels=3)
-  assert isinstance(module.model.backbone, gc_resnet.GCResNet)
-  tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
-  images = _images(tiny_shapes)
-  expected = module.serve(tf.constant(images))
-  served = tf.saved_model.load(saved_model_dir).signatures['serving_default'](
-      tf.constant(images))
-  assert float(np.max(expected['detection_scores'])) > 0
-  for name in _OUTPUTS:
-    np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(),
-                               rtol=1e-4, atol=1e-5, err_msg=name)
+  served = _assert_served_as_in_process(config, model, tiny_shapes, tmp_path,
+                                        _OUTPUTS)
+  assert isinstance(served.backbone, gc_resnet.GCResNet)
+
+
+def test_a_grid_rcnn_model_serves_its_refined_boxes(tiny_shapes, tmp_path):
+  """Grid R-CNN + GRoIE through the same exporter: the served boxes are the
+  grid's vote, as in process."""
+  from tests.test_grid_rcnn import _tiny_grid  # pylint: disable=g-import-not-at-top
+  config = _tiny_grid(tiny_shapes)
+  tf_keras.utils.set_random_seed(2)
+  model = task_factory.get_task(config.task).build_model()
+  for layer in (model.roi_aligner, model.grid_roi_aligner):
+    layer.post_module.gamma.assign([0.7])
+  served = _assert_served_as_in_process(
+      config, model, tiny_shapes, tmp_path,
+      ('detection_boxes', 'detection_scores', 'detection_classes',
+       'num_detections'))
+  assert isinstance(served, grid_rcnn_model.GridRCNNModel)
 
 def test_saved_model_runs_without_groie_tf_or_model_garden(
     groie_checkpoint, tiny_shapes, tmp_path):

@@ -17,6 +17,7 @@ from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_config
 
 from groie_tf.configs import backbones as groie_backbones
+from groie_tf.configs import grid_rcnn as grid_config
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import shapes
 
@@ -207,3 +208,63 @@ def groie_gcnet_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
 def gcnet_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
   """GC-Net's baseline on the shapes set: stock RoI aligners."""
   return _with_gc_backbone(_shapes_experiment(with_groie=False))
+
+
+def _as_grid_rcnn(config: groie_config.GRoIEExperimentConfig,
+                  with_groie: bool) -> grid_config.GridRCNNExperimentConfig:
+  """`config`'s detector as Grid R-CNN: no masks, a classification-only box
+  head (class-agnostic zero deltas), mmdetection's Grid test NMS (IoU 0.3,
+  score 0.03), and the grid branch, GRoIE in it `with_groie`."""
+  task = grid_config.GridRCNNTask()
+  task.override(config.task.as_dict(), is_strict=False)
+  model = task.model
+  model.include_mask = False
+  model.mask_groie = None
+  model.detection_head.class_agnostic_bbox_pred = True
+  model.detection_generator.nms_iou_threshold = 0.3
+  model.detection_generator.pre_nms_score_threshold = 0.03
+  if not with_groie:
+    model.grid_groie = None
+  task.losses.frcnn_box_weight = 0.0
+  return grid_config.GridRCNNExperimentConfig(
+      task=task, trainer=config.trainer, runtime=config.runtime,
+      restrictions=config.restrictions)
+
+
+@exp_factory.register_config_factory('groie_gridrcnn_resnetfpn_coco')
+def groie_gridrcnn_resnetfpn_coco() -> grid_config.GridRCNNExperimentConfig:
+  """Grid R-CNN Plus R50-FPN (GroupNorm head) with GRoIE as its box and grid
+  extractors (paper, Table V)."""
+  return _as_grid_rcnn(_from_model_garden('fasterrcnn_resnetfpn_coco'),
+                       with_groie=True)
+
+
+@exp_factory.register_config_factory('gridrcnn_resnetfpn_coco')
+def gridrcnn_resnetfpn_coco() -> grid_config.GridRCNNExperimentConfig:
+  """Grid R-CNN Plus R50-FPN with Model Garden's stock aligners."""
+  config = _as_grid_rcnn(_from_model_garden('fasterrcnn_resnetfpn_coco'),
+                         with_groie=False)
+  config.task.model.box_groie = None
+  return config
+
+
+def _grid_shapes(with_groie: bool) -> grid_config.GridRCNNExperimentConfig:
+  """Grid R-CNN sized for the built-in set: a GridHead of 8 channels per
+  point (mmdetection: 64) and 64 positives per replica (192), so that a
+  step costs about what the Mask R-CNN shapes step costs."""
+  config = _as_grid_rcnn(_shapes_experiment(with_groie), with_groie)
+  config.task.model.grid_head.point_channels = 8
+  config.task.model.max_num_grid = 64
+  return config
+
+
+@exp_factory.register_config_factory('groie_gridrcnn_shapes')
+def groie_gridrcnn_shapes() -> grid_config.GridRCNNExperimentConfig:
+  """Grid R-CNN with GRoIE (box and grid branches) on the built-in set."""
+  return _grid_shapes(with_groie=True)
+
+
+@exp_factory.register_config_factory('gridrcnn_shapes')
+def gridrcnn_shapes() -> grid_config.GridRCNNExperimentConfig:
+  """Its baseline twin: stock aligners."""
+  return _grid_shapes(with_groie=False)

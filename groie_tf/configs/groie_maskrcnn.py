@@ -115,19 +115,26 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
     branches.append(('mask_groie', model.mask_groie,
                      model.mask_roi_aligner.crop_size))
   for name, block, crop_size in branches:
-    if block is None:
-      continue
-    try:
-      groie_layer.GRoIE(**groie_layer_kwargs(block, crop_size))
-    except (TypeError, ValueError) as error:
-      raise ValueError(f'{prefix}.{name}: {error}') from error
-    if block.max_level > model.max_level or block.min_level < model.min_level:
-      raise ValueError(
-          f'{prefix}.{name}: levels {block.min_level}..{block.max_level} are '
-          f'outside the FPN levels {model.min_level}..{model.max_level} of '
-          f'{prefix}.')
+    validate_groie_block(block, crop_size, model, f'{prefix}.{name}')
   backbones.validate_backbone(model.backbone, f'{prefix}.backbone')
   _validate_backbone_freezing(model, prefix)
+
+
+def validate_groie_block(block: Optional[GRoIEBlock], crop_size: int,
+                         model: GRoIEMaskRCNN, name: str) -> None:
+  """Raises ValueError naming `name` if the block's layer cannot be built
+  or reads levels outside the model's FPN; None (stock aligner) passes."""
+  if block is None:
+    return
+  try:
+    groie_layer.GRoIE(**groie_layer_kwargs(block, crop_size))
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{name}: {error}') from error
+  if block.max_level > model.max_level or block.min_level < model.min_level:
+    prefix = name.rsplit('.', 1)[0]
+    raise ValueError(
+        f'{name}: levels {block.min_level}..{block.max_level} are outside '
+        f'the FPN levels {model.min_level}..{model.max_level} of {prefix}.')
 
 
 def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):

@@ -5,10 +5,14 @@ from typing import Optional, Sequence
 import tf_keras
 from official.vision.modeling import factory as mg_factory
 from official.vision.modeling import maskrcnn_model
+from official.vision.modeling.layers import roi_aligner
 
+from groie_tf.configs import grid_rcnn as grid_config
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GRoIE
+from groie_tf.layers import GridHead
 from groie_tf.modeling import backbone_freezing
+from groie_tf.modeling import grid_rcnn_model
 
 
 def build_groie_maskrcnn(
@@ -82,3 +86,32 @@ def apply_backbone_freezing(model: maskrcnn_model.MaskRCNNModel,
   backbone_freezing.freeze_stages(model.backbone, frozen_stages)
   if getattr(model_config, 'norm_eval', False):
     backbone_freezing.freeze_norm_statistics(model.backbone)
+
+
+def _grid_roi_aligner(model_config: grid_config.GridRCNN,
+                      regularizer) -> tf_keras.layers.Layer:
+  """The grid branch's extractor: GRoIE, or Model Garden's aligner."""
+  if model_config.grid_groie is None:
+    return roi_aligner.MultilevelROIAligner(
+        crop_size=model_config.grid_roi_aligner.crop_size,
+        sample_offset=model_config.grid_roi_aligner.sample_offset)
+  return GRoIE(kernel_regularizer=regularizer, name='grid_groie',
+               **groie_config.groie_layer_kwargs(
+                   model_config.grid_groie,
+                   model_config.grid_roi_aligner.crop_size))
+
+
+def with_grid_branch(
+    model: maskrcnn_model.MaskRCNNModel, model_config: grid_config.GridRCNN,
+    regularizer: Optional[tf_keras.regularizers.Regularizer] = None
+) -> grid_rcnn_model.GridRCNNModel:
+  """`model` (Model Garden's, GRoIE swapped in) as a Grid R-CNN, its grid
+  branch built from `model_config`. Training and export both use it."""
+  return grid_rcnn_model.GridRCNNModel(
+      grid_head=GridHead(kernel_regularizer=regularizer, name='grid_head',
+                         **model_config.grid_head.as_dict()),
+      grid_roi_aligner=_grid_roi_aligner(model_config, regularizer),
+      max_num_grid=model_config.max_num_grid,
+      jitter_amplitude=model_config.jitter_amplitude,
+      pos_radius=model_config.pos_radius,
+      **model.get_config())

@@ -18,6 +18,7 @@ from official.core import config_definitions as cfg
 from official.vision.serving import detection
 from official.vision.serving import export_saved_model_lib
 
+from groie_tf.configs import grid_rcnn as grid_config
 from groie_tf.modeling import factory
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
@@ -46,7 +47,9 @@ def to_original_pixels(boxes: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
 
 
 class GRoIEDetectionModule(detection.DetectionModule):
-  """Model Garden's detection export module, building the GRoIE model.
+  """Model Garden's detection export module, building the GRoIE model
+  (with the grid branch for a Grid R-CNN config, whose served boxes are the
+  grid's vote).
 
   The serving signatures, pre-processing and outputs (`detection_boxes`,
   `detection_scores`, `detection_classes`, `num_detections`,
@@ -58,7 +61,10 @@ class GRoIEDetectionModule(detection.DetectionModule):
 
   def _build_model(self):
     stock = super()._build_model()  # the stock model, nms set for serving
-    return factory.with_groie(stock, self.params.task.model)
+    model = factory.with_groie(stock, self.params.task.model)
+    if isinstance(self.params.task.model, grid_config.GridRCNN):
+      model = factory.with_grid_branch(model, self.params.task.model)
+    return model
 
   def serve(self, images: tf.Tensor):
     outputs = super().serve(images)

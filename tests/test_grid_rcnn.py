@@ -1,0 +1,102 @@
+"""Grid R-CNN through Model Garden's task: configs, the grid branch's
+wiring in training and inference, a few training steps."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.core import exp_factory
+from official.core import task_factory
+from official.vision.modeling.layers import roi_aligner
+
+from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.layers import GRoIE
+from groie_tf.layers import GridHead
+from groie_tf.modeling import grid_rcnn_model
+from groie_tf.ops import grid_points
+from tests.tiny_experiment import tiny_override
+
+
+def _tiny_grid(shapes_data, groie=True, max_num_grid=16):
+  config = exp_factory.get_exp_config(
+      'groie_gridrcnn_shapes' if groie else 'gridrcnn_shapes')
+  config.override(tiny_override(shapes_data), is_strict=True)
+  config.task.model.max_num_grid = max_num_grid
+  config.validate()
+  return config
+
+
+@pytest.mark.parametrize('name', ['groie_gridrcnn_resnetfpn_coco',
+                                  'gridrcnn_resnetfpn_coco',
+                                  'groie_gridrcnn_shapes', 'gridrcnn_shapes'])
+def test_the_experiments_are_mmdetections_grid_rcnn(name):
+  config = groie_config.load_experiment(name)
+  model = config.task.model
+  assert not model.include_mask
+  assert model.detection_head.class_agnostic_bbox_pred
+  assert (model.detection_generator.nms_iou_threshold,
+          model.detection_generator.pre_nms_score_threshold) == (0.3, 0.03)
+  assert config.task.losses.frcnn_box_weight == 0.0
+  assert config.task.losses.grid_weight == 15.0
+  assert model.grid_roi_aligner.crop_size == 14
+  assert (model.grid_groie is None) == name.startswith('grid')
+  assert (model.box_groie is None) == name.startswith('grid')
+  if 'coco' in name:
+    assert (model.grid_head.num_convs, model.grid_head.point_channels,
+            model.grid_head.norm_groups, model.max_num_grid) == (8, 64, 36,
+                                                                 192)
+    assert (model.jitter_amplitude, model.pos_radius) == (0.15, 1)
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'grid_roi_aligner': {'crop_size': 7}}, r'grid_roi_aligner\.crop_size '
+     'must be 14'),
+    ({'grid_head': {'norm_groups': 10}}, r'task\.model\.grid_head: '
+     r'norm_groups \(10\)'),
+    ({'max_num_grid': 0}, r'max_num_grid must be >= 1'),
+    ({'jitter_amplitude': 1.5}, r'jitter_amplitude must be in'),
+    ({'include_mask': True}, r'include_mask: Grid R-CNN has no mask'),
+    ({'grid_groie': {'aggregation': 'max'}}, r'task\.model\.grid_groie: '
+     'aggregation'),
+])
+def test_bad_grid_options_name_their_field(override, message):
+  config = exp_factory.get_exp_config('groie_gridrcnn_resnetfpn_coco')
+  config.override({'task': {'model': override}})
+  with pytest.raises(ValueError, match=message):
+    config.validate()
+
+
+@pytest.mark.parametrize('groie', [True, False])
+def test_a_positive_is_pooled_from_its_own_image(groie):
+  """One positive, in the second image; every image's features differ.
+  The grid head sees that RoI's features from that image: pooling it from
+  the first image (or the box of another row) would change them."""
+  rng = np.random.default_rng(0)
+  features = {str(l): tf.constant(rng.normal(size=(2, 64 // 2**(l - 2),
+                                                   64 // 2**(l - 2), 12)),
+                                  tf.float32) for l in range(2, 7)}
+  rois = tf.constant(rng.uniform(0, 20, (2, 3, 4)) + [[[0, 0, 30, 30]]],
+                     tf.float32)
+  gt = rois + 2.0
+  classes = tf.constant([[0, 0, -1], [0, 3, 0]])
+  aligner = (GRoIE(crop_size=14) if groie else
+             roi_aligner.MultilevelROIAligner(crop_size=14))
+  head = GridHead(num_convs=1, point_channels=2, norm_groups=9)
+  outputs = grid_rcnn_model.grid_training_outputs(
+      aligner, head, features, rois, gt, classes,
+      tf.constant([[64.0, 64.0], [64.0, 64.0]]), max_num=1,
+      jitter_amplitude=0.0, radius=1)
+  assert outputs['grid_valid'].numpy().tolist() == [1.0]
+  pooled = aligner(features, rois)
+  want = head(pooled[1:2, 1], training=True)
+  np.testing.assert_allclose(outputs['grid_fused'].numpy(),
+                             want['fused'].numpy(), rtol=1e-5, atol=1e-5)
+  other = head(pooled[0:1, 1], training=True)['fused'].numpy()
+  assert np.abs(other - want['fused'].numpy()).max() > 1e-3
+  np.testing.assert_array_equal(
+      outputs['grid_targets'].numpy(),
+      grid_points.grid_targets(rois[1:2, 1], gt[1:2, 1]).numpy())
+
+
+if __name__ == '__main__':
+  raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))
