@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from groie_tf.layers import ContextBlock
 from tests import layer_contract

@@ -25,6 +25,7 @@ from groie_tf.serving import export
 from groie_tf.serving import predict
 from tests import layer_contract
 from tests.tiny_experiment import tiny_experiment
+from tests.tiny_experiment import tiny_grid_experiment
 
 # Trains, exports or benchmarks models: minutes (`pytest -m "not slow"`
 # skips them).
@@ -154,8 +155,7 @@ def test_a_gcnet_model_serves_what_it_computes(tiny_shapes, tmp_path):
 def test_a_grid_rcnn_model_serves_its_refined_boxes(tiny_shapes, tmp_path):
   """Grid R-CNN + GRoIE through the same exporter: the served boxes are the
   grid's vote, as in process."""
-  from tests.test_grid_rcnn import _tiny_grid  # pylint: disable=g-import-not-at-top
-  config = _tiny_grid(tiny_shapes)
+  config = tiny_grid_experiment(tiny_shapes)
   tf_keras.utils.set_random_seed(2)
   model = task_factory.get_task(config.task).build_model()
   for layer in (model.roi_aligner, model.grid_roi_aligner):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from official.core import exp_factory
-from official.core import task_factory
 from official.vision.modeling.layers import roi_aligner
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
@@ -14,16 +13,6 @@ from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
 from groie_tf.modeling import grid_rcnn_model
 from groie_tf.ops import grid_points
-from tests.tiny_experiment import tiny_override
-
-
-def _tiny_grid(shapes_data, groie=True, max_num_grid=16):
-  config = exp_factory.get_exp_config(
-      'groie_gridrcnn_shapes' if groie else 'gridrcnn_shapes')
-  config.override(tiny_override(shapes_data), is_strict=True)
-  config.task.model.max_num_grid = max_num_grid
-  config.validate()
-  return config
 
 
 @pytest.mark.parametrize('name', ['groie_gridrcnn_resnetfpn_coco',

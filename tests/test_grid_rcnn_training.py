@@ -8,7 +8,7 @@ from official.core import task_factory
 
 from groie_tf.layers import GRoIE
 from groie_tf.ops import grid_points
-from tests.test_grid_rcnn import _tiny_grid
+from tests.tiny_experiment import tiny_grid_experiment
 
 # Trains models: minutes (`pytest -m "not slow"` skips them).
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def test_training_steps_train_the_grid_branch(tiny_shapes, groie):
   # Every positive of the batch (at most 2 x 64) and no jitter: the grid
   # loss is then the same function of the weights at every call (the picks'
   # order is random, their mean is not).
-  config = _tiny_grid(tiny_shapes, groie=groie, max_num_grid=256)
+  config = tiny_grid_experiment(tiny_shapes, groie=groie, max_num_grid=256)
   config.task.model.jitter_amplitude = 0.0
   task = task_factory.get_task(config.task)
   model = task.build_model()
@@ -59,7 +59,7 @@ def test_training_steps_train_the_grid_branch(tiny_shapes, groie):
 
 
 def test_inference_replaces_the_detections_by_the_grid_vote(tiny_shapes):
-  config = _tiny_grid(tiny_shapes)
+  config = tiny_grid_experiment(tiny_shapes)
   task = task_factory.get_task(config.task)
   model = task.build_model()
   images, labels = next(iter(task.build_inputs(config.task.validation_data)))

@@ -51,3 +51,14 @@ def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
   config.override(override, is_strict=True)
   config.validate()
   return config
+
+
+def tiny_grid_experiment(shapes_data, groie: bool = True,
+                         max_num_grid: int = 16):
+  """`groie_gridrcnn_shapes` (or its baseline) shrunk by `tiny_override`."""
+  config = exp_factory.get_exp_config(
+      'groie_gridrcnn_shapes' if groie else 'gridrcnn_shapes')
+  config.override(tiny_override(shapes_data), is_strict=True)
+  config.task.model.max_num_grid = max_num_grid
+  config.validate()
+  return config
