@@ -13,6 +13,7 @@ from absl import logging
 import tensorflow as tf
 from official.vision.modeling.backbones import resnet
 
+from groie_tf.layers import context_block
 from groie_tf.modeling import gc_resnet
 
 _GC_CONFIG_KEYS = ('gc_levels', 'gc_ratio', 'gc_pooling', 'gc_fusion')
@@ -33,8 +34,10 @@ def plain_twin(backbone: gc_resnet.GCResNet) -> resnet.ResNet:
 
 
 def _is_gc_checkpoint(path: str) -> bool:
-  return any('_squeeze_excitation' in name or '_context_block' in name
-             for name, _ in tf.train.list_variables(path))
+  # Every context block has a transform named after its fusion; a
+  # squeeze-excitation ResNet's checkpoint has none.
+  return any(f'/{fusion}/' in name for name, _ in tf.train.list_variables(path)
+             for fusion in context_block.FUSION_TYPES)
 
 
 def restore_backbone(backbone: gc_resnet.GCResNet, path: str) -> None:

@@ -13,7 +13,7 @@ steps, as mmdetection's `GridRoIHead` does:
   points' vote (the boxes before it stay in `detection_boxes_before_grid`).
 """
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import tensorflow as tf
 import tf_keras
@@ -110,11 +110,6 @@ class GridRCNNModel(maskrcnn_model.MaskRCNNModel):
     items = dict(super().checkpoint_items)
     items.update(grid_head=self.grid_head)
     return items
-
-  @classmethod
-  def from_config(cls, config: Mapping[str, Any],
-                  custom_objects: Optional[Any] = None):
-    return cls(**config)
 
 
 def grid_training_outputs(aligner, head, features, rois, matched_gt_boxes,
