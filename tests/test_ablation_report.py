@@ -5,7 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from absl import logging
 
+from groie_tf import training
 from groie_tf.ablation import report
 from groie_tf.ablation import sweep
 from groie_tf.ablation import variants as variants_lib
@@ -98,6 +100,23 @@ def test_the_report_follows_the_records_on_disk(tmp_path):
   summaries = json.load(open(os.path.join(results, 'ablation',
                                           'ablation.json')))['variants']
   assert all(not s['seeds'] for s in summaries)
+
+
+def test_a_record_keeps_the_steps_its_run_resumed_at(tmp_path, caplog):
+  """A resumed run is reseeded: its result depends on where it resumed.
+  The step is read back from what `training.resumed_params` logs."""
+  model_dir = tmp_path / 'run'
+  model_dir.mkdir()
+  (model_dir / 'ckpt-450.index').write_text('')
+  (model_dir / 'checkpoint').write_text('model_checkpoint_path: "ckpt-450"\n')
+  config = variants_lib.BY_NAME['sum'].experiment_config()
+  with caplog.at_level(logging.INFO):
+    _, step = training.resumed_params(config, str(model_dir))
+  assert step == 450
+  log = tmp_path / 'train.log'
+  log.write_text('step 50/900\n' + caplog.text + caplog.text)
+  assert sweep.resume_steps(str(log)) == [450, 450]
+  assert sweep.resume_steps(str(tmp_path / 'missing.log')) == []
 
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

@@ -20,6 +20,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,19 @@ class _ForwardSignals:
       signal.signal(number, handler)
 
 
+def resume_steps(log_path: str) -> List[int]:
+  """The steps a run resumed at, from its log (`training.resumed_params`).
+
+  A resumed run is reseeded, so its result is a function of its seed and
+  of these steps: the record keeps them.
+  """
+  if not os.path.exists(log_path):
+    return []
+  with open(log_path, errors='replace') as f:
+    return [int(step) for step in re.findall(r'Resuming at step (\d+):',
+                                             f.read())]
+
+
 def _log_tail(path: str) -> List[str]:
   with open(path, errors='replace') as f:
     return [line.rstrip('\n') for line in f.readlines()[-_LOG_TAIL_LINES:]]
@@ -235,6 +249,7 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
       'finished': datetime.datetime.now().isoformat(timespec='seconds'),
       'wall_seconds_last_attempt': round(wall_seconds, 1),
       'exit_code': exit_code,
+      'resumed_at': resume_steps(log_path),
   }
   metrics_path = os.path.join(model_dir, 'metrics.json')
   if exit_code == 0 and os.path.exists(metrics_path):
