@@ -37,11 +37,10 @@ def validate_backbone(backbone: Backbone, prefix: str) -> None:
   if backbone.type != 'gc_resnet':
     return
   config = backbone.gc_resnet
-  levels = list(config.gc_levels)
-  if not set(levels) <= set(gc_resnet.LEVELS) or len(set(levels)) != len(
-      levels):
-    raise ValueError(f'{prefix}.gc_resnet.gc_levels must be distinct levels '
-                     f'among {gc_resnet.LEVELS} (c2..c5), got {levels}.')
+  try:
+    levels = gc_resnet.check_gc_levels(config.gc_levels)
+  except ValueError as error:
+    raise ValueError(f'{prefix}.gc_resnet.{error}') from error
   if config.se_ratio and levels:
     raise ValueError(f'{prefix}.gc_resnet.se_ratio: a block takes a context '
                      'block or squeeze-excitation, not both.')

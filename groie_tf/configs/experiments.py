@@ -214,7 +214,8 @@ def _as_grid_rcnn(config: groie_config.GRoIEExperimentConfig,
                   with_groie: bool) -> grid_config.GridRCNNExperimentConfig:
   """`config`'s detector as Grid R-CNN: no masks, a classification-only box
   head (class-agnostic zero deltas), mmdetection's Grid test NMS (IoU 0.3,
-  score 0.03), and the grid branch, GRoIE in it `with_groie`."""
+  score 0.03), and the grid branch; GRoIE in the box and grid branches
+  `with_groie`, else the stock aligners."""
   task = grid_config.GridRCNNTask()
   task.override(config.task.as_dict(), is_strict=False)
   model = task.model
@@ -224,6 +225,7 @@ def _as_grid_rcnn(config: groie_config.GRoIEExperimentConfig,
   model.detection_generator.nms_iou_threshold = 0.3
   model.detection_generator.pre_nms_score_threshold = 0.03
   if not with_groie:
+    model.box_groie = None
     model.grid_groie = None
   task.losses.frcnn_box_weight = 0.0
   return grid_config.GridRCNNExperimentConfig(
@@ -242,10 +244,8 @@ def groie_gridrcnn_resnetfpn_coco() -> grid_config.GridRCNNExperimentConfig:
 @exp_factory.register_config_factory('gridrcnn_resnetfpn_coco')
 def gridrcnn_resnetfpn_coco() -> grid_config.GridRCNNExperimentConfig:
   """Grid R-CNN Plus R50-FPN with Model Garden's stock aligners."""
-  config = _as_grid_rcnn(_from_model_garden('fasterrcnn_resnetfpn_coco'),
-                         with_groie=False)
-  config.task.model.box_groie = None
-  return config
+  return _as_grid_rcnn(_from_model_garden('fasterrcnn_resnetfpn_coco'),
+                       with_groie=False)
 
 
 def _grid_shapes(with_groie: bool) -> grid_config.GridRCNNExperimentConfig:

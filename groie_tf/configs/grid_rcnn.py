@@ -81,7 +81,8 @@ def validate_grid_model(model: GridRCNN, prefix: str = 'task.model') -> None:
   if model.pos_radius < 0:
     raise ValueError(f'{prefix}.pos_radius must be >= 0, got '
                      f'{model.pos_radius}.')
-  groie_config.validate_groie_block(model.grid_groie, 14, model,
+  groie_config.validate_groie_block(model.grid_groie,
+                                    model.grid_roi_aligner.crop_size, model,
                                     f'{prefix}.grid_groie')
 
 

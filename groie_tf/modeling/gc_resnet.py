@@ -16,7 +16,7 @@ relative to the add. The built-in data set's GC experiments use that.
 """
 
 import functools
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import tf_keras
 from official.modeling import hyperparams
@@ -28,6 +28,15 @@ from groie_tf.layers import context_block
 
 # Stages by Model Garden's level: c2..c5 are levels 2..5.
 LEVELS = (2, 3, 4, 5)
+
+
+def check_gc_levels(gc_levels: Sequence[int]) -> Tuple[int, ...]:
+  """The levels, sorted; ValueError unless they are distinct c2..c5."""
+  levels = tuple(sorted(gc_levels))
+  if not set(levels) <= set(LEVELS) or len(set(levels)) != len(levels):
+    raise ValueError(f'gc_levels must be distinct levels among {LEVELS} '
+                     f'(c2..c5), got {list(gc_levels)}.')
+  return levels
 
 
 def _with_context_block(block_class):
@@ -109,11 +118,7 @@ class GCResNet(resnet.ResNet):
   def __init__(self, model_id: int, gc_levels: Sequence[int] = (3, 4, 5),
                gc_ratio: float = 1 / 4, gc_pooling: str = 'att',
                gc_fusion: Sequence[str] = ('channel_add',), **kwargs):
-    gc_levels = tuple(sorted(gc_levels))
-    if not set(gc_levels) <= set(LEVELS) or len(set(gc_levels)) != len(
-        gc_levels):
-      raise ValueError(f'gc_levels must be distinct levels among {LEVELS} '
-                       f'(c2..c5), got {gc_levels!r}.')
+    gc_levels = check_gc_levels(gc_levels)
     # Model Garden's ResNet builds its graph inside __init__, calling
     # `_block_group`, which reads these.
     self._gc_levels = gc_levels

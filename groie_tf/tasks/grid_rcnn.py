@@ -17,13 +17,9 @@ class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
   """`GRoIEMaskRCNNTask` for Grid R-CNN: the model gets the grid branch,
   the losses the grid loss (`grid_loss`, also a training metric)."""
 
-  def build_model(self) -> tf_keras.Model:
-    base = super().build_model()
-    regularizer = base.rpn_head.get_config()['kernel_regularizer']
-    model = factory.with_grid_branch(base, self.task_config.model,
-                                     regularizer)
-    factory.build_weights(model, self.task_config.model.input_size)
-    return model
+  def _extended(self, model: tf_keras.Model, regularizer) -> tf_keras.Model:
+    return factory.with_grid_branch(model, self.task_config.model,
+                                    regularizer)
 
   def build_losses(self, outputs: Mapping[str, Any],
                    labels: Mapping[str, Any],

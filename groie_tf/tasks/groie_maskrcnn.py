@@ -85,10 +85,18 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
     """
     stock = super().build_model()
     regularizer = stock.rpn_head.get_config()['kernel_regularizer']
-    model = factory.with_groie(stock, self.task_config.model, regularizer)
+    model = self._extended(
+        factory.with_groie(stock, self.task_config.model, regularizer),
+        regularizer)
     if model is not stock:
       factory.build_weights(model, self.task_config.model.input_size)
     factory.apply_backbone_freezing(model, self.task_config.model)
+    return model
+
+  def _extended(self, model: tf_keras.Model, regularizer) -> tf_keras.Model:
+    """Where a subclass adds to the model before its weights are built
+    (`GridRCNNTask`: the grid branch); this task adds nothing."""
+    del regularizer  # unused here
     return model
 
   def initialize(self, model: tf_keras.Model):
