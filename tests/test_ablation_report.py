@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from absl import logging
 
 from groie_tf import training
 from groie_tf.ablation import report
@@ -110,7 +109,9 @@ def test_a_record_keeps_the_steps_its_run_resumed_at(tmp_path, caplog):
   (model_dir / 'ckpt-450.index').write_text('')
   (model_dir / 'checkpoint').write_text('model_checkpoint_path: "ckpt-450"\n')
   config = variants_lib.BY_NAME['sum'].experiment_config()
-  with caplog.at_level(logging.INFO):
+  # absl's logger, by name: an earlier test may have set its level, and
+  # absl's INFO (0) is not the standard library's.
+  with caplog.at_level('INFO', logger='absl'):
     _, step = training.resumed_params(config, str(model_dir))
   assert step == 450
   log = tmp_path / 'train.log'
