@@ -11,8 +11,9 @@ forward and forward+backward, FLOP rate and peak memory) and `end_to_end`
 mixed_bfloat16 and mixed_float16, with XLA off and on; on a CPU, not the
 float16 gradients (see `Setup.why_not_backward`). `options` times each row
 of the paper's Tables I-IV, and `ablation` a training step of each variant
-of `ablation.py`, and `gcnet` the R50 and R101 backbones with and without
-GCNet's context blocks, in float32. Every time is the
+of `ablation.py`, `gcnet` the R50 and R101 backbones with and without
+GCNet's context blocks, and `grid` Grid R-CNN's grid branch per RoI with
+either extractor, in float32. Every time is the
 median of `--repeats` rounds after `--warmup` rounds, and `ratio` divides it
 by its section's baseline (the stock aligner) timed in the same rounds.
 
@@ -41,13 +42,15 @@ import tf_keras
 from benchmarks import ablation
 from benchmarks import end_to_end
 from benchmarks import gcnet
+from benchmarks import grid
 from benchmarks import layer
 from benchmarks import options
 from benchmarks import pooling
 from benchmarks import timing
 
 SECTIONS = {'pooling': pooling, 'layer': layer, 'end_to_end': end_to_end,
-            'options': options, 'ablation': ablation, 'gcnet': gcnet}
+            'options': options, 'ablation': ablation, 'gcnet': gcnet,
+            'grid': grid}
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 _SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections to run.')

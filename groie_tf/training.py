@@ -48,6 +48,8 @@ from groie_tf.data import class_ids
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
 BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 MASK_METRICS = tuple('mask_' + name for name in BOX_METRICS)
+# Grid R-CNN's detections before the grid's vote (`GridRCNNTask`).
+BEFORE_GRID_METRICS = tuple('before_grid_' + name for name in BOX_METRICS)
 
 
 def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
@@ -111,7 +113,8 @@ class ProgressLogger:
 
 class EvalRecorder:
   """An Orbit eval action that keeps the last evaluation's metrics and logs
-  its box and mask AP in one line."""
+  its box and mask AP (Grid R-CNN: and the box AP before the grid's vote)
+  in one line."""
 
   def __init__(self):
     self.metrics: Dict[str, float] = {}
@@ -122,20 +125,25 @@ class EvalRecorder:
     self.metrics = {k: float(np.mean(v)) for k, v in output.items()
                     if np.size(v) == 1 and k != 'validation_loss'}
     logging.info('Evaluation: %s', ' '.join(
-        f'{name} {self.metrics[name]:.4f}' for name in ('AP', 'mask_AP')
+        f'{name} {self.metrics[name]:.4f}'
+        for name in ('AP', 'mask_AP', 'before_grid_AP')
         if name in self.metrics))
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
-  """The box and mask COCO AP of an evaluation, as a small table."""
-  lines = []
-  for title, names in (('box', BOX_METRICS), ('mask', MASK_METRICS)):
-    if any(name in metrics for name in names):
-      values = ' '.join(f'{metrics.get(name, float("nan")):7.4f}'
-                        for name in names)
-      lines.append(f'{title:5s}{values}')
-  header = '     ' + ' '.join(f'{name:>7s}' for name in BOX_METRICS)
-  return '\n'.join([header] + lines)
+  """The box and mask COCO AP of an evaluation (and Grid R-CNN's box AP
+  before its grid refinement), as a small table."""
+  rows = [(title, names) for title, names in (
+      ('box', BOX_METRICS), ('mask', MASK_METRICS),
+      ('box before grid', BEFORE_GRID_METRICS))
+           if any(name in metrics for name in names)]
+  width = max([len(title) for title, _ in rows] + [3]) + 2
+  lines = [' ' * width + ' '.join(f'{name:>7s}' for name in BOX_METRICS)]
+  for title, names in rows:
+    values = ' '.join(f'{metrics.get(name, float("nan")):7.4f}'
+                      for name in names)
+    lines.append(f'{title:{width}s}{values}')
+  return '\n'.join(lines)
 
 
 def resumed_params(params: cfg.ExperimentConfig,

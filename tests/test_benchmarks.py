@@ -111,7 +111,19 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
           ablation['groie']['extractor_weights'] > 0)
   baselines = [row for row in rows if row['variant'].startswith(
       ('Model Garden', 'stock'))]
-  assert len(baselines) == 11 and all(row['ratio'] == 1 for row in baselines)
+  assert len(baselines) == 13 and all(row['ratio'] == 1 for row in baselines)
+  # Grid R-CNN's head: about 1.1 GMAC per RoI (7 of its 8 convs are
+  # 576 -> 576 at 7x7); GRoIE's 5x5 conv adds to it, the stock aligner
+  # nothing.
+  grid = {(row['case'].split(', ')[-1], row['variant'].split()[0]): row
+          for row in by_section['grid']}
+  assert len(grid) == 6
+  assert 1.0 < grid[('forward', 'GridHead')]['gmac_per_roi'] < 1.2
+  assert (grid[('forward', 'GRoIE')]['gmac_per_roi'] >
+          grid[('forward', 'stock')]['gmac_per_roi'] ==
+          pytest.approx(grid[('forward', 'GridHead')]['gmac_per_roi'],
+                        rel=0.02))
+  assert grid[('forward', 'GRoIE')]['extractor_weights'] > 0
   layer = {(row['case'].split(', ')[-1], row['variant']): row
            for row in by_section['layer']}
   groie = layer[('forward', 'GRoIE (paper)')]

@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from official.core import exp_factory
+from official.core import task_factory
 from official.vision.modeling.layers import roi_aligner
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf import training
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
 from groie_tf.modeling import grid_rcnn_model
 from groie_tf.ops import grid_points
+from tests.tiny_experiment import tiny_grid_experiment
 
 
 @pytest.mark.parametrize('name', ['groie_gridrcnn_resnetfpn_coco',
@@ -35,6 +38,9 @@ def test_the_experiments_are_mmdetections_grid_rcnn(name):
             model.grid_head.norm_groups, model.max_num_grid) == (8, 64, 36,
                                                                  192)
     assert (model.jitter_amplitude, model.pos_radius) == (0.15, 1)
+    # mmdetection's Grid RPN keeps 2000 proposals in training.
+    assert (model.roi_generator.num_proposals,
+            model.roi_generator.test_num_proposals) == (2000, 1000)
 
 
 @pytest.mark.parametrize('override,message', [
@@ -85,6 +91,40 @@ def test_a_positive_is_pooled_from_its_own_image(groie):
   np.testing.assert_array_equal(
       outputs['grid_targets'].numpy(),
       grid_points.grid_targets(rois[1:2, 1], gt[1:2, 1]).numpy())
+
+
+
+def test_evaluation_scores_the_boxes_before_and_after_the_grid(tiny_shapes):
+  """Through the task's own evaluation: a stand-in model whose refined
+  boxes are the ground truth and whose boxes before the vote are moved by
+  half their size (IoU 1/7, under every COCO threshold). Each set of boxes
+  must reach its own evaluator: AP 1, before_grid_AP 0."""
+  config = tiny_grid_experiment(tiny_shapes)
+  task = task_factory.get_task(config.task)
+  task.build_metrics(training=False)
+  state = None
+  for batch in task.build_inputs(config.task.validation_data):
+    labels = batch[1]
+    truth = labels['groundtruths']
+    scale = tf.tile(labels['image_info'][:, 2:3, :], [1, 1, 2])
+    boxes = tf.cast(truth['boxes'], tf.float32) * scale
+    size = boxes[..., 2:] - boxes[..., :2]
+    outputs = {'detection_boxes': boxes,
+               'detection_boxes_before_grid': boxes + 0.5 * tf.concat(
+                   [size, size], -1),
+               'detection_scores': tf.ones_like(boxes[..., 0]),
+               'detection_classes': truth['classes'],
+               'num_detections': truth['num_detections']}
+    logs = task.validation_step(batch, lambda *args, **kwargs: outputs)
+    state = task.aggregate_logs(state, logs)
+  metrics = task.reduce_aggregated_logs(state)
+  assert metrics['AP'] > 0.99 and metrics['AP75'] > 0.99
+  assert metrics['before_grid_AP'] == 0.0
+  assert metrics['before_grid_AP50'] == 0.0
+  table = training.format_metrics(metrics).splitlines()
+  assert [line.split()[:4] for line in table[1:]] == [
+      ['box', '1.0000', '1.0000', '1.0000'],
+      ['box', 'before', 'grid', '0.0000']]
 
 
 if __name__ == '__main__':

@@ -26,10 +26,9 @@ SAME_RUN = {'table1_baseline', 'table5_faster_rcnn_baseline'}
 
 
 def test_one_file_per_row_of_tables_one_to_five():
-  # Tables I-IV: 15 rows; Table V: Faster and Mask R-CNN and GC-Net (R50,
-  # and the authors' R101 pair), baseline and GRoIE each. Grid R-CNN is
-  # not here yet (issue 13).
-  assert len(FILES) == 23
+  # Tables I-IV: 15 rows; Table V: Faster, Mask and Grid R-CNN and GC-Net
+  # (R50, and the authors' R101 pair), baseline and GRoIE each.
+  assert len(FILES) == 25
   configs = {path.stem: load(path).as_dict() for path in FILES}
   names = sorted(configs)
   for i, name in enumerate(names):  # no two rows are the same run...
@@ -75,16 +74,28 @@ def test_row_matches_its_name_and_quotes_the_paper(path):
   name = path.stem
   assert config.trainer.train_steps == 88716
   assert config.task.train_data.global_batch_size == 16
+  grid = 'grid' in name
+  # Grid R-CNN's grid branch: 14 x 14 features, the same extractor as its
+  # box branch.
+  assert (getattr(config.task.model, 'grid_groie', None) is not None) == grid
   if name.endswith('_baseline'):  # FPN's rule with mmdetection's RoIAlign
-    for block in (box, config.task.model.mask_groie):
+    for block in (box, config.task.model.mask_groie,
+                  getattr(config.task.model, 'grid_groie', None)):
       if block is not None:
         assert (block.level_selection, block.canonical_size,
                 block.pre_processing, block.post_processing,
                 block.sampling_ratio) == ('heuristic', 224.0, 'none', 'none',
                                           2)
     assert (config.task.model.mask_groie is None) == ('faster' in name or
-                                                      'table1' in name)
+                                                      'table1' in name or
+                                                      grid)
     return
+  if grid:
+    grid_block = config.task.model.grid_groie
+    assert (grid_block.level_selection, grid_block.aggregation,
+            grid_block.pre_processing, grid_block.post_processing,
+            grid_block.attention_num_heads) == ('all', 'sum', 'conv5x5',
+                                                'attention', 6)
   if 'gcnet' in name:  # the authors' run: 8 heads in the box branch
     mask = config.task.model.mask_groie
     assert (box.attention_num_heads, mask.attention_num_heads) == (8, 6)

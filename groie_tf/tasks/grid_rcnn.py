@@ -5,17 +5,29 @@ from typing import Any, Dict, Mapping, Optional
 import tensorflow as tf
 import tf_keras
 from official.core import task_factory
+from official.vision.evaluation import coco_evaluator
 
 from groie_tf.configs import grid_rcnn as grid_config
 from groie_tf.modeling import factory
 from groie_tf.ops import grid_points
 from groie_tf.tasks import groie_maskrcnn
 
+# The validation logs' key of the detections before grid refinement, and
+# the prefix of their COCO metrics.
+_BEFORE_GRID = 'coco_metric_before_grid'
+_BEFORE_GRID_PREFIX = 'before_grid_'
+
 
 @task_factory.register_task_cls(grid_config.GridRCNNTask)
 class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
   """`GRoIEMaskRCNNTask` for Grid R-CNN: the model gets the grid branch,
-  the losses the grid loss (`grid_loss`, also a training metric)."""
+  the losses the grid loss (`grid_loss`, also a training metric).
+
+  Evaluation reports Model Garden's COCO metrics of the refined detections
+  (`AP`, `AP75`, ...) and, for the same detections with their boxes before
+  the grid's vote, the same metrics prefixed `before_grid_`: what the grid
+  branch adds over the proposals it refines.
+  """
 
   def _extended(self, model: tf_keras.Model, regularizer) -> tf_keras.Model:
     return factory.with_grid_branch(model, self.task_config.model,
@@ -39,4 +51,33 @@ class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
     metrics = super().build_metrics(training)
     if training:
       metrics.append(tf_keras.metrics.Mean('grid_loss', dtype=tf.float32))
+    elif self.task_config.use_coco_metrics:
+      self.coco_metric_before_grid = coco_evaluator.COCOEvaluator(
+          annotation_file=self.task_config.annotation_file,
+          include_mask=False, per_category_metrics=False)
     return metrics
+
+  def _update_metrics(self, labels, outputs, logs):
+    super()._update_metrics(labels, outputs, logs)
+    if self.task_config.use_coco_metrics:
+      logs[_BEFORE_GRID] = (labels['groundtruths'], {
+          'detection_boxes': outputs['detection_boxes_before_grid'],
+          'detection_scores': outputs['detection_scores'],
+          'detection_classes': outputs['detection_classes'],
+          'num_detections': outputs['num_detections'],
+          'source_id': labels['groundtruths']['source_id'],
+          'image_info': labels['image_info']})
+
+  def aggregate_logs(self, state=None, step_outputs=None):
+    if self.task_config.use_coco_metrics:
+      if not state:  # the first step of an evaluation
+        self.coco_metric_before_grid.reset_states()
+      self.coco_metric_before_grid.update_state(*step_outputs[_BEFORE_GRID])
+    return super().aggregate_logs(state, step_outputs)
+
+  def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+    logs = super().reduce_aggregated_logs(aggregated_logs, global_step)
+    if self.task_config.use_coco_metrics:
+      logs.update({_BEFORE_GRID_PREFIX + name: value for name, value
+                   in self.coco_metric_before_grid.result().items()})
+    return logs

@@ -1,0 +1,91 @@
+"""What Grid R-CNN's grid branch costs per RoI, with either extractor.
+
+The branch pools 14x14 features for each RoI (Model Garden's stock aligner,
+or the paper's GRoIE at crop 14) and runs the `GridHead` (mmdetection's:
+8 convs with GroupNorm(36), 64 channels per point). Rows: each extractor
+followed by the head, and the head alone. `gmac_per_roi` is the graph's
+multiply-adds over the RoIs (FLOPs / 2; forward+backward counts the
+gradients too). Training runs the head's fused and unfused outputs;
+inference only the fused. `ratio` is over the stock branch, timed in the
+same rounds.
+"""
+
+import functools
+import itertools
+
+import tensorflow as tf
+from official.vision.modeling.layers import roi_aligner
+
+from benchmarks import flops
+from benchmarks import inputs
+from groie_tf.layers import GRoIE
+from groie_tf.layers import GridHead
+
+CROP_SIZE = 14
+
+
+def _branch(aligner, head, features, boxes, training):
+  pooled = features if aligner is None else aligner(features, boxes)
+  pooled = tf.reshape(pooled, [-1, CROP_SIZE, CROP_SIZE, pooled.shape[-1]])
+  outputs = head(pooled, training=training)
+  return outputs['fused'] + outputs['unfused'] if training else (
+      outputs['fused'])
+
+
+def _forward(aligner, head, features, boxes):
+  return _branch(aligner, head, features, boxes, training=False)
+
+
+def _forward_and_backward(aligner, head, features, boxes):
+  weights = head.trainable_weights + (aligner.trainable_weights
+                                      if aligner is not None else [])
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.cast(
+        _branch(aligner, head, features, boxes, training=True), tf.float32))
+  return tape.gradient(loss, weights)
+
+
+def run(setup, precision):
+  if precision != 'float32':
+    return []
+  # A quarter of the layer section's RoIs: the head is ~1.1 GMAC per RoI.
+  per_image = max(1, setup.layer_rois // 4)
+  num_rois = setup.batch_size * per_image
+  features = inputs.fpn_features(setup.batch_size, setup.image_size,
+                                 setup.channels, tf.float32)
+  boxes = inputs.rois(setup.batch_size, per_image, setup.image_size)
+  pooled = tf.random.stateless_normal(
+      [num_rois, CROP_SIZE, CROP_SIZE, setup.channels], [0, 0])
+  stock = 'stock aligner + GridHead'
+  branches = {
+      stock: (roi_aligner.MultilevelROIAligner(CROP_SIZE), GridHead(),
+              features),
+      'GRoIE (paper) + GridHead': (GRoIE(crop_size=CROP_SIZE), GridHead(),
+                                   features),
+      'GridHead alone': (None, GridHead(), pooled),
+  }
+  for aligner, head, values in branches.values():
+    _forward(aligner, head, values, boxes)  # weights built outside tf.function
+  rows = []
+  case = (f'grid: {setup.batch_size}x{per_image} RoIs, '
+          f'{CROP_SIZE}x{CROP_SIZE}, C={setup.channels}')
+  modes = (('forward', _forward), ('forward+backward', _forward_and_backward))
+  for xla, (mode, body) in itertools.product(setup.xla, modes):
+    functions = {
+        name: tf.function(functools.partial(body, aligner, head, values,
+                                            boxes), jit_compile=xla)
+        for name, (aligner, head, values) in branches.items()}
+    with tf.device(setup.device):
+      timed = setup.time(functions)
+    for name, (aligner, head, _) in branches.items():
+      graph = functions[name].get_concrete_function().graph
+      rows.append({
+          'section': 'grid', 'case': f'{case}, {mode}', 'variant': name,
+          'precision': precision, 'xla': xla,
+          'head_weights': head.count_params(),
+          'extractor_weights': aligner.count_params() if aligner else 0,
+          'gmac_per_roi': flops.graph_flops(graph) / 2 / num_rois / 1e9,
+          'median_ms': 1e3 * timed[name],
+          'ratio': timed[name] / timed[stock],
+      })
+  return rows
