@@ -11,6 +11,8 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=setuptools.find_packages(include=['groie_tf', 'groie_tf.*']),
+    # The C++ RoIAlign gradient, compiled at first use (groie_tf/ops/native.py).
+    package_data={'groie_tf.ops': ['kernels/*.cc']},
     python_requires='>=3.11',
     # The measured stack (see docs): Model Garden 2.20 pins TensorFlow 2.20,
     # and tf-keras must match TensorFlow's minor version. No

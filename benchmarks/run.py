@@ -12,8 +12,9 @@ mixed_bfloat16 and mixed_float16, with XLA off and on; on a CPU, not the
 float16 gradients (see `Setup.why_not_backward`). `options` times each row
 of the paper's Tables I-IV, and `ablation` a training step of each variant
 of `ablation.py`, `gcnet` the R50 and R101 backbones with and without
-GCNet's context blocks, and `grid` Grid R-CNN's grid branch per RoI with
-either extractor, in float32. Every time is the
+GCNet's context blocks, `grid` Grid R-CNN's grid branch per RoI with
+either extractor, and `gradient` RoIAlign's feature gradient by the C++
+kernel, its sparse fallback and TensorFlow's racy kernel, in float32. Every time is the
 median of `--repeats` rounds after `--warmup` rounds, and `ratio` divides it
 by its section's baseline (the stock aligner) timed in the same rounds.
 
@@ -42,6 +43,7 @@ import tf_keras
 from benchmarks import ablation
 from benchmarks import end_to_end
 from benchmarks import gcnet
+from benchmarks import gradient
 from benchmarks import grid
 from benchmarks import layer
 from benchmarks import options
@@ -50,7 +52,7 @@ from benchmarks import timing
 
 SECTIONS = {'pooling': pooling, 'layer': layer, 'end_to_end': end_to_end,
             'options': options, 'ablation': ablation, 'gcnet': gcnet,
-            'grid': grid}
+            'grid': grid, 'gradient': gradient}
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 _SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections to run.')

@@ -9,8 +9,12 @@ user gets. Prints one JSON line: the worst relative error of each run
 against the float64 adjoint of `tests/reference/roi_align.py`; with
 `--tf_kernel`, also of TF's own CropAndResize gradient of the same samples
 (the kernel this project no longer uses: how often it races here).
+It also says whether the C++ kernel computed the gradient (`native`; set
+GROIE_TF_NATIVE_OPS=0 for the sparse one) and the distinct SHA-256 digests
+of the runs' gradients (one digest: bit-for-bit the same every run).
 """
 
+import hashlib
 import json
 import sys
 
@@ -22,6 +26,7 @@ tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[2]))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from groie_tf import ops
+from groie_tf.ops import native
 from tests.reference import roi_align as ref
 
 OUTPUT_SIZE, STRIDE, SAMPLING_RATIO = 7, 4, 2
@@ -40,10 +45,17 @@ def make_case(num_boxes=2048, channels=32, seed=0):
   return features, boxes, upstream
 
 
-def relative_errors(gradient_fn, want, runs):
+def relative_errors(gradient_fn, want, runs, digests=None):
+  """The worst relative error of each of `runs` calls; each gradient's
+  digest is added to `digests` if given."""
   scale = np.abs(want).max()
-  return [float(np.abs(gradient_fn().numpy() - want).max() / scale)
-          for _ in range(runs)]
+  errors = []
+  for _ in range(runs):
+    got = gradient_fn().numpy()
+    errors.append(float(np.abs(got - want).max() / scale))
+    if digests is not None:
+      digests.add(hashlib.sha256(got.tobytes()).hexdigest())
+  return errors
 
 
 def main():
@@ -83,8 +95,12 @@ def main():
                                 'VALID')
     return tape.gradient(pooled, features_t, output_gradients=upstream_t[0])
 
+  digests = set()
   report = {'threads': tf.config.threading.get_intra_op_parallelism_threads(),
-            'ours': relative_errors(ours, want, runs)}
+            'ours': relative_errors(ours, want, runs, digests),
+            'native': implementation == 'crop_and_resize' and
+                      native.load() is not None}
+  report['digests'] = sorted(digests)
   if '--tf_kernel' in sys.argv[4:]:
     report['tensorflow_kernel'] = relative_errors(tensorflows, want, runs)
   print(json.dumps(report))

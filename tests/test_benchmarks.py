@@ -124,6 +124,12 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
           pytest.approx(grid[('forward', 'GridHead')]['gmac_per_roi'],
                         rel=0.02))
   assert grid[('forward', 'GRoIE')]['extractor_weights'] > 0
+  # RoIAlign's gradient by TensorFlow's kernel (the ratios' base), the
+  # sparse product and the C++ kernel, for 3 cases.
+  kernels = [row['variant'].split()[0] for row in by_section['gradient']]
+  assert kernels == ['TensorFlow', 'sparse', 'C++'] * 3
+  assert all(row['ratio'] == 1 for row in by_section['gradient']
+             if row['variant'].startswith('TensorFlow'))
   layer = {(row['case'].split(', ')[-1], row['variant']): row
            for row in by_section['layer']}
   groie = layer[('forward', 'GRoIE (paper)')]

@@ -1,5 +1,6 @@
 """groie_tf.ops.roi_align and fpn_levels against the float64 references."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -14,6 +15,25 @@ from tests.reference import roi_align as ref
 
 IMPLEMENTATIONS = ['crop_and_resize', 'gather']
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `groie_tf.ops.roi_align` is the function; the module holds its gradient.
+_ROI_ALIGN_MODULE = importlib.import_module('groie_tf.ops.roi_align')
+
+# The feature gradient's three paths: the crop_and_resize path's C++ kernel
+# and its pure-TensorFlow fallback (a sparse product), and the gather
+# path's segment sum.
+GRADIENT_PATHS = ['native', 'sparse', 'gather']
+
+
+@pytest.fixture(params=GRADIENT_PATHS)
+def gradient_path(request, monkeypatch):
+  """`(path, implementation argument)`, with only that path enabled."""
+  path = request.param
+  if path == 'sparse':
+    monkeypatch.setattr(_ROI_ALIGN_MODULE, '_native_kernel', lambda: None)
+  elif path == 'native':
+    assert _ROI_ALIGN_MODULE._native_kernel() is not None, (
+        'the C++ kernel did not build: see the warning in the log')
+  return path, 'gather' if path == 'gather' else 'crop_and_resize'
 
 
 def make_boxes(image_height, image_width):
@@ -69,13 +89,14 @@ def test_boxes_outside_the_map_give_zeros_and_edge_boxes_do_not():
   assert np.all(np.abs(out[:, 1]).sum(axis=(1, 2, 3)) > 0)  # partly outside
 
 
-@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 @pytest.mark.parametrize('aligned', [True, False])
-def test_feature_gradient_matches_reference(implementation, aligned):
-  features = make_features(9, 8, channels=2)
+def test_feature_gradient_matches_reference(gradient_path, aligned):
+  _, implementation = gradient_path
+  # 20 channels: the C++ kernel writes blocks of 16, so a partial block too.
+  features = make_features(9, 8, channels=20)
   boxes = make_boxes(9 * 4, 8 * 4)
   upstream = np.random.default_rng(1).standard_normal(
-      (2, boxes.shape[1], 3, 3, 2))
+      (2, boxes.shape[1], 3, 3, 20))
   features_t = tf.constant(features)
   with tf.GradientTape() as tape:
     tape.watch(features_t)
@@ -97,32 +118,47 @@ def test_feature_gradient_matches_reference(implementation, aligned):
 # smaller case on an idle machine raced in 56 of 100. A race-free gradient
 # is exact to float32 rounding (8e-6 of the scale: 2048 boxes add into few
 # pixels) in every run. 40 runs miss a kernel that races that often with
-# probability 0.46**40, about 3e-14.
+# probability 0.46**40, about 3e-14. A race-free kernel also gives the same
+# bits in every run, and the C++ kernel the same bits with 1 thread as with
+# 2 (its threads split the output, each element is summed in one order).
 RACE_RUNS = 40
 RACE_TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
-def test_feature_gradient_is_exact_in_every_run_with_two_threads(
-    implementation):
-  """The exact adjoint, run after run, with no determinism switch."""
+def _race_report(path, threads, runs):
+  implementation = 'gather' if path == 'gather' else 'crop_and_resize'
+  env = dict(os.environ, PYTHONPATH=_ROOT)
+  if path == 'sparse':
+    env['GROIE_TF_NATIVE_OPS'] = '0'
   result = subprocess.run(
-      [sys.executable, '-m', 'tests.roi_align_race', implementation, '2',
-       str(RACE_RUNS)],
-      cwd=_ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, PYTHONPATH=_ROOT))
+      [sys.executable, '-m', 'tests.roi_align_race', implementation,
+       str(threads), str(runs)],
+      cwd=_ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  assert report['threads'] == 2
+  assert report['threads'] == threads
+  assert report['native'] == (path == 'native'), report
+  return report
+
+
+@pytest.mark.parametrize('path', GRADIENT_PATHS)
+def test_feature_gradient_is_exact_in_every_run_with_two_threads(path):
+  """The exact adjoint, run after run, with no determinism switch."""
+  report = _race_report(path, threads=2, runs=RACE_RUNS)
   assert len(report['ours']) == RACE_RUNS
   assert max(report['ours']) < RACE_TOLERANCE, report
+  if path != 'gather':
+    assert len(report['digests']) == 1, report
+  if path == 'native':
+    assert _race_report(path, threads=1, runs=1)['digests'] == (
+        report['digests'])
 
 
-@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
-def test_samples_exactly_on_the_limits_read_the_edge(implementation):
+def test_samples_exactly_on_the_limits_read_the_edge(gradient_path):
   """mmcv keeps a sample at exactly -1 or H (W): it reads the edge pixel.
   Just beyond, it reads 0. Stride 1, one sample per bin: box [y1, y2] has its
   sample at y1 - 0.5 + (y2 - y1) / 2, so [-1, 0] samples row -1."""
+  _, implementation = gradient_path
   height, width = 5, 6
   features = make_features(height, width)
   boxes = np.array([[

@@ -22,12 +22,18 @@ TensorFlow's CPU gradient of ``CropAndResize`` (``CropAndResizeGradImage``)
 splits the boxes over threads that add into the same pixels with no
 synchronisation: boxes that overlap lose additions (measured on 2 cores: a
 P3 gradient of 2x512 RoIs off by up to 1.8, where float32 rounding is
-1e-5). The ``'crop_and_resize'`` path therefore brings its own gradient: the
-transposed operator as a sparse ``[B*H*W, K*P*P]`` matrix (4 taps for each of
-a bin's ``sampling_ratio**2`` samples), applied by
-``tf.sparse.sparse_dense_matmul``, whose CPU kernel is one sequential loop
-over the entries: race-free and deterministic. The ``'gather'`` path's
-gradient is TensorFlow's for ``tf.gather``, a segment sum, exact as well.
+1e-5). The ``'crop_and_resize'`` path therefore brings its own gradient.
+On a machine without a GPU it is the project's C++ kernel
+(``kernels/roi_align_grad.cc``, built at first use by ``native.py``): its
+threads split the gradient's images and channels, not the boxes, so no two
+write one element; exact, bit-for-bit reproducible, and about as fast as
+TensorFlow's kernel. Where that kernel cannot be built, and on GPU
+machines, it is the transposed operator as a sparse ``[B*H*W, K*P*P]``
+matrix (4 taps for each of a bin's ``sampling_ratio**2`` samples), applied
+by ``tf.sparse.sparse_dense_matmul``, whose CPU kernel is one sequential
+loop over the entries: race-free and deterministic, slower on a CPU. The
+``'gather'`` path's gradient is TensorFlow's for ``tf.gather``, a segment
+sum, exact as well.
 
 Like mmcv's RoIAlign, neither path passes a gradient to the boxes (Model
 Garden stops it before its aligners anyway).
@@ -44,6 +50,8 @@ from typing import List, Tuple
 
 import tensorflow as tf
 from tf_keras.src.utils import control_flow_util
+
+from groie_tf.ops import native
 
 __all__ = ['roi_align', 'check_roi_align_arguments', 'IMPLEMENTATIONS']
 
@@ -194,12 +202,22 @@ def _transposed_operator(box_indices, ys, xs, feature_shape, sampling_ratio):
       tf.cast(dense_shape, tf.int64))
 
 
+def _native_kernel():
+  """The C++ gradient op (`groie_tf.ops.native`) on a machine without a
+  GPU, else None. It has a CPU kernel only: with a GPU, the sparse product
+  runs there instead of copying every gradient to the host."""
+  if tf.config.list_logical_devices('GPU'):
+    return None
+  return native.load()
+
+
 def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
   """`[K, P, P, C]` float32 bins by tf.image.crop_and_resize.
 
   `features` may have any float dtype (see the module doc). Its gradient is
-  the sparse transposed operator, not TensorFlow's racy CropAndResize
-  gradient; the boxes (`ys`, `xs`) get none.
+  the C++ kernel's or the sparse transposed operator's (module doc), not
+  TensorFlow's racy CropAndResize gradient; the boxes (`ys`, `xs`) get
+  none.
   """
   num_samples = ys.shape[1]
 
@@ -226,6 +244,12 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
 
     def gradient(upstream):  # [K, P, P, C] float32
       shape = tf.shape(features)
+      kernel = _native_kernel()
+      if kernel is not None:
+        grad = kernel.groie_roi_align_grad(upstream, ys, xs, box_indices,
+                                           shape,
+                                           sampling_ratio=sampling_ratio)
+        return tf.cast(grad, features.dtype)
       operator = _transposed_operator(box_indices, ys, xs, shape,
                                       sampling_ratio)
       # One product per level: the levels' products run in parallel, and
