@@ -124,5 +124,26 @@ def test_an_unwritable_cache_builds_for_the_process(tmp_path):
   assert str(blocked) not in result.stderr
 
 
+def test_a_saved_model_does_not_need_the_kernel(tmp_path):
+  """TensorFlow saves custom gradients with a SavedModel: they must be the
+  portable ones, or loading needs this library (TF Serving cannot)."""
+
+  class Pooling(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 2])])
+    def __call__(self, features):
+      return ops.roi_align(features, tf.constant([[[0., 0., 16., 16.]]]), 2,
+                           4, implementation='crop_and_resize')
+
+  assert native.load() is not None
+  tf.saved_model.save(Pooling(), str(tmp_path / 'saved'))
+  graph = (tmp_path / 'saved' / 'saved_model.pb').read_bytes()
+  assert b'CropAndResize' in graph  # the forward and its saved gradient...
+  assert b'SparseTensorDenseMatMul' in graph
+  assert b'GroieRoiAlignGrad' not in graph  # ...without the C++ op
+  # Training in this process still gets the C++ kernel.
+  assert _ROI_ALIGN_MODULE._native_kernel() is not None
+
+
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

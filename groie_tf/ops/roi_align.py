@@ -49,6 +49,8 @@ so a bfloat16 map is cast after its padding: each level is copied once at
 from typing import List, Tuple
 
 import tensorflow as tf
+# pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.saved_model import save_context
 from tf_keras.src.utils import control_flow_util
 
 from groie_tf.ops import native
@@ -205,8 +207,15 @@ def _transposed_operator(box_indices, ys, xs, feature_shape, sampling_ratio):
 def _native_kernel():
   """The C++ gradient op (`groie_tf.ops.native`) on a machine without a
   GPU, else None. It has a CPU kernel only: with a GPU, the sparse product
-  runs there instead of copying every gradient to the host."""
-  if tf.config.list_logical_devices('GPU'):
+  runs there instead of copying every gradient to the host.
+
+  None also while a SavedModel is written: TensorFlow saves the traced
+  custom gradients with it, and a SavedModel holding this op could only be
+  loaded where the op is registered (not in TF Serving): its gradient is
+  the portable sparse product.
+  """
+  if (save_context.in_save_context() or
+      tf.config.list_logical_devices('GPU')):
     return None
   return native.load()
 
