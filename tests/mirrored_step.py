@@ -1,7 +1,11 @@
 """One training step under MirroredStrategy on two logical CPUs, and on one:
 for the first image of a batch twice, and for two different images.
 
-    python -m tests.mirrored_step SHAPES_DATA_JSON [groie|baseline|gcnet_groie]
+    python -m tests.mirrored_step SHAPES_DATA_JSON MODEL
+
+MODEL: groie, baseline, gcnet_groie or grid_groie (Grid R-CNN with GRoIE,
+every positive in its grid branch and no jitter, so that its loss is a
+function of the batch).
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
@@ -34,6 +38,7 @@ from official.core import task_factory
 
 from groie_tf.data import shapes
 from tests.tiny_experiment import tiny_experiment
+from tests.tiny_experiment import tiny_grid_experiment
 
 
 def one_step(task, config, strategy, initial_weights, batch):
@@ -77,8 +82,13 @@ def compare(config, batch, mirrored):
 def main():
   data = shapes.ShapesDataset(**json.loads(sys.argv[1]))
   model = sys.argv[2]
-  config = tiny_experiment(data, groie=model.endswith('groie'), batch_size=2,
-                           gc_backbone=model.startswith('gcnet'))
+  if model == 'grid_groie':
+    config = tiny_grid_experiment(data, groie=True, max_num_grid=256)
+    config.task.model.jitter_amplitude = 0.0
+  else:
+    config = tiny_experiment(data, groie=model.endswith('groie'),
+                             batch_size=2,
+                             gc_backbone=model.startswith('gcnet'))
   task = task_factory.get_task(config.task)
   batch = next(iter(task.build_inputs(config.task.train_data)))
   images = batch[0].numpy()
