@@ -10,9 +10,12 @@ from official.core import task_factory
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GeneralizedAttention
+from groie_tf.layers import GRoIE
+from groie_tf.layers import GridHead
 from groie_tf.modeling import backbone_freezing
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
+from groie_tf.modeling import grid_rcnn_model
 from tests.frozen_weights import changed_weights
 from tests.frozen_weights import variables_by_stage
 from tests.tiny_experiment import tiny_experiment
@@ -86,6 +89,34 @@ def test_the_gcnet_row_builds_gcnet_with_the_authors_attention_heads():
            for name, aligner in (('box', model.roi_aligner),
                                  ('mask', model.mask_roi_aligner))}
   assert heads == {'box': [8], 'mask': [6]}  # one post-processing block
+
+@pytest.mark.parametrize('row', ['baseline', 'groie'])
+def test_the_grid_rows_build_grid_rcnn_with_mmdetections_head(row):
+  """`train.py --experiment=[groie_]gridrcnn_resnetfpn_coco
+  --config_file=configs/paper/table5_grid_rcnn_<row>.yaml`'s model at a
+  CPU size (R50 at a quarter width, 128 px; the FPN keeps its 256
+  channels): Grid R-CNN with mmdetection's GridHead, 23,123,145 weights,
+  and GRoIE blocks as both extractors (FPN's rule without modules in the
+  baseline, the paper's block in the GRoIE row)."""
+  name = {'baseline': 'gridrcnn_resnetfpn_coco',
+          'groie': 'groie_gridrcnn_resnetfpn_coco'}[row]
+  config = groie_config.load_experiment(
+      name, [str(PAPER_DIR / f'table5_grid_rcnn_{row}.yaml')])
+  config.override({'task': {'model': {
+      'input_size': [128, 128, 3],
+      'backbone': {'resnet': {'depth_multiplier': 0.25}}}}})
+  model = task_factory.get_task(config.task).build_model()
+  assert isinstance(model, grid_rcnn_model.GridRCNNModel)
+  assert model.mask_head is None
+  assert isinstance(model.grid_head, GridHead)
+  assert model.grid_head.count_params() == 23_123_145
+  for aligner, crop in ((model.roi_aligner, 7), (model.grid_roi_aligner, 14)):
+    assert isinstance(aligner, GRoIE)
+    assert aligner.crop_size == crop
+    expected = ('heuristic', 'none') if row == 'baseline' else ('all',
+                                                                'conv5x5')
+    assert (aligner.level_selection, aligner.pre_processing) == expected
+
 
 def test_the_task_keeps_frozen_weights_and_statistics_through_a_step(
     tiny_shapes):
