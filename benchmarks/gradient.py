@@ -43,12 +43,6 @@ def _tensorflow_gradient(features, boxes, ys, xs, upstream):
   op as its registered gradients run: average pooling's, CropAndResize's,
   the padding's."""
   del boxes  # the samples are given
-  height = tf.cast(tf.shape(features)[1], tf.float32)
-  width = tf.cast(tf.shape(features)[2], tf.float32)
-  normalised = tf.stack([(ys[:, 0] + 1) / (height + 1),
-                         (xs[:, 0] + 1) / (width + 1),
-                         (ys[:, -1] + 1) / (height + 1),
-                         (xs[:, -1] + 1) / (width + 1)], 1)
   num_samples = ys.shape[1]
   sample_grads = tf.raw_ops.AvgPoolGrad(
       orig_input_shape=[upstream.shape[0], num_samples, num_samples,
@@ -57,7 +51,7 @@ def _tensorflow_gradient(features, boxes, ys, xs, upstream):
       strides=[1, _RATIO, _RATIO, 1], padding='VALID')
   shape = tf.shape(features)
   padded = tf.raw_ops.CropAndResizeGradImage(
-      grads=sample_grads, boxes=normalised,
+      grads=sample_grads, boxes=_ROI_ALIGN.padded_crop_boxes(ys, xs, shape),
       box_ind=_box_indices(upstream, features),
       image_size=shape + [0, 2, 2, 0], T=tf.float32)
   return tf.raw_ops.MirrorPadGrad(

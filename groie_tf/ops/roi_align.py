@@ -220,6 +220,21 @@ def _native_kernel():
   return native.load()
 
 
+def padded_crop_boxes(ys, xs, feature_shape):
+  """`tf.image.crop_and_resize` boxes `[K, 4]` whose samples are `ys`, `xs`
+  in the map padded by one pixel on each side.
+
+  crop_and_resize places its first and last samples on the normalised box
+  corners; normalised 0 and 1 are padded rows 0 and H+1.
+  """
+  height = tf.cast(feature_shape[1], tf.float32)
+  width = tf.cast(feature_shape[2], tf.float32)
+  return tf.stack([(ys[:, 0] + 1.0) / (height + 1.0),
+                   (xs[:, 0] + 1.0) / (width + 1.0),
+                   (ys[:, -1] + 1.0) / (height + 1.0),
+                   (xs[:, -1] + 1.0) / (width + 1.0)], axis=1)
+
+
 def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
   """`[K, P, P, C]` float32 bins by tf.image.crop_and_resize.
 
@@ -232,8 +247,6 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
 
   @tf.custom_gradient
   def pool(features):
-    height = tf.cast(tf.shape(features)[1], tf.float32)
-    width = tf.cast(tf.shape(features)[2], tf.float32)
     # Edge replication by one pixel: [B, H+2, W+2, C]. A sample at map row -1
     # becomes padded row 0 and reads the replicated edge, as mmcv's clamp
     # does.
@@ -241,14 +254,9 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
                     mode='SYMMETRIC')
     if padded.dtype not in (tf.float16, tf.float32):
       padded = tf.cast(padded, tf.float32)
-    # crop_and_resize places its first and last samples on the normalised
-    # box corners; normalised 0 and 1 are padded rows 0 and H+1.
-    normalised = tf.stack([(ys[:, 0] + 1.0) / (height + 1.0),
-                           (xs[:, 0] + 1.0) / (width + 1.0),
-                           (ys[:, -1] + 1.0) / (height + 1.0),
-                           (xs[:, -1] + 1.0) / (width + 1.0)], axis=1)
     samples = tf.image.crop_and_resize(
-        padded, normalised, box_indices, [num_samples, num_samples],
+        padded, padded_crop_boxes(ys, xs, tf.shape(features)), box_indices,
+        [num_samples, num_samples],
         method='bilinear', extrapolation_value=0.0)  # [K, G, G, C]
 
     def gradient(upstream):  # [K, P, P, C] float32

@@ -60,13 +60,11 @@ class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
   def _update_metrics(self, labels, outputs, logs):
     super()._update_metrics(labels, outputs, logs)
     if self.task_config.use_coco_metrics:
-      logs[_BEFORE_GRID] = (labels['groundtruths'], {
-          'detection_boxes': outputs['detection_boxes_before_grid'],
-          'detection_scores': outputs['detection_scores'],
-          'detection_classes': outputs['detection_classes'],
-          'num_detections': outputs['num_detections'],
-          'source_id': labels['groundtruths']['source_id'],
-          'image_info': labels['image_info']})
+      # Model Garden's predictions for its evaluator, but the boxes.
+      groundtruths, predictions = logs[self.coco_metric.name]
+      logs[_BEFORE_GRID] = (groundtruths, dict(
+          predictions,
+          detection_boxes=outputs['detection_boxes_before_grid']))
 
   def aggregate_logs(self, state=None, step_outputs=None):
     if self.task_config.use_coco_metrics:
