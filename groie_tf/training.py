@@ -44,12 +44,14 @@ from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf import runner as experiment_runner
 from groie_tf import stopping
 from groie_tf.data import class_ids
+from groie_tf.tasks import grid_rcnn as grid_rcnn_task
 
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
 BOX_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 MASK_METRICS = tuple('mask_' + name for name in BOX_METRICS)
 # Grid R-CNN's detections before the grid's vote (`GridRCNNTask`).
-BEFORE_GRID_METRICS = tuple('before_grid_' + name for name in BOX_METRICS)
+BEFORE_GRID_METRICS = tuple(grid_rcnn_task.BEFORE_GRID_PREFIX + name
+                            for name in BOX_METRICS)
 
 
 def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
@@ -126,7 +128,7 @@ class EvalRecorder:
                     if np.size(v) == 1 and k != 'validation_loss'}
     logging.info('Evaluation: %s', ' '.join(
         f'{name} {self.metrics[name]:.4f}'
-        for name in ('AP', 'mask_AP', 'before_grid_AP')
+        for name in ('AP', 'mask_AP', BEFORE_GRID_METRICS[0])
         if name in self.metrics))
 
 

@@ -15,7 +15,7 @@ from groie_tf.tasks import groie_maskrcnn
 # The validation logs' key of the detections before grid refinement, and
 # the prefix of their COCO metrics.
 _BEFORE_GRID = 'coco_metric_before_grid'
-_BEFORE_GRID_PREFIX = 'before_grid_'
+BEFORE_GRID_PREFIX = 'before_grid_'
 
 
 @task_factory.register_task_cls(grid_config.GridRCNNTask)
@@ -76,6 +76,6 @@ class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
   def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
     logs = super().reduce_aggregated_logs(aggregated_logs, global_step)
     if self.task_config.use_coco_metrics:
-      logs.update({_BEFORE_GRID_PREFIX + name: value for name, value
+      logs.update({BEFORE_GRID_PREFIX + name: value for name, value
                    in self.coco_metric_before_grid.result().items()})
     return logs
