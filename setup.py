@@ -25,5 +25,7 @@ setuptools.setup(
         'absl-py',
         'matplotlib',  # the level analysis and the ablation's plot
     ],
-    extras_require={'test': ['pytest>=7']},
+    # pytest-xdist: the README's test command runs two workers (the slow
+    # tests spend most of their time tracing graphs on one core).
+    extras_require={'test': ['pytest>=7', 'pytest-xdist>=3.2']},
 )

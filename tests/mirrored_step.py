@@ -41,42 +41,72 @@ from tests.tiny_experiment import tiny_experiment
 from tests.tiny_experiment import tiny_grid_experiment
 
 
-def one_step(task, config, strategy, initial_weights, batch):
-  """The losses of one train step; the trainable weights before and after."""
-  with strategy.scope():
-    model = task.build_model()
-    model.set_weights(initial_weights)
-    before = [w.numpy() for w in model.trainable_weights]
-    optimizer = task.create_optimizer(config.trainer.optimizer_config,
-                                      config.runtime)
-    metrics = task.build_metrics(training=True)
-  inputs = strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(batch).unbatch().batch(2))
+class OneStep:
+  """One training step under `strategy`, from `initial_weights` every time.
 
-  @tf.function
-  def step(features_and_labels):
-    return strategy.run(task.train_step,
-                        args=(features_and_labels, model, optimizer, metrics))
+  The step is traced once and replayed for every batch (the same shapes):
+  before each, the weights go back to `initial_weights` and the optimizer's
+  variables (SGD's iterations and momenta) to zero, which is a fresh
+  optimizer's state.
+  """
 
-  step(next(iter(inputs)))
-  losses = {m.name: float(m.result()) for m in metrics}
-  return losses, before, [w.numpy() for w in model.trainable_weights]
+  def __init__(self, task, config, strategy, initial_weights):
+    self.strategy, self.initial_weights = strategy, initial_weights
+    with strategy.scope():
+      self.model = task.build_model()
+      self.optimizer = task.create_optimizer(
+          config.trainer.optimizer_config, config.runtime)
+      self.metrics = task.build_metrics(training=True)
+    self.traces = 0
+
+    @tf.function
+    def step(features_and_labels):
+      self.traces += 1
+      return strategy.run(task.train_step, args=(
+          features_and_labels, self.model, self.optimizer, self.metrics))
+
+    self._step = step
+
+  def __call__(self, batch):
+    """The losses of one step on `batch`; the trainable weights before and
+    after it."""
+    self.model.set_weights(self.initial_weights)
+    for variable in self.optimizer.variables():
+      variable.assign(tf.zeros_like(variable))
+    for metric in self.metrics:
+      metric.reset_states()
+    before = [w.numpy() for w in self.model.trainable_weights]
+    inputs = self.strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).unbatch().batch(2))
+    self._step(next(iter(inputs)))
+    losses = {m.name: float(m.result()) for m in self.metrics}
+    return losses, before, [w.numpy() for w in self.model.trainable_weights]
 
 
-def compare(config, batch, mirrored):
-  """One step on one device and on `mirrored` from the same weights."""
+def compare(config, batches, mirrored):
+  """For each of `batches`: one step on one device and on `mirrored`, both
+  from the same weights."""
   task = task_factory.get_task(config.task)
   initial = task.build_model().get_weights()
-  single_loss, before, single = one_step(
-      task, config, tf.distribute.OneDeviceStrategy('/cpu:0'), initial, batch)
-  mirrored_loss, _, replicated = one_step(task, config, mirrored, initial,
-                                          batch)
+  single_step = OneStep(task, config,
+                        tf.distribute.OneDeviceStrategy('/cpu:0'), initial)
+  mirrored_step = OneStep(task, config, mirrored, initial)
   norm = lambda arrays: float(np.sqrt(sum((a**2).sum() for a in arrays)))
-  return {
-      'replicas': mirrored.num_replicas_in_sync,
-      'single_loss': single_loss, 'mirrored_loss': mirrored_loss,
-      'weights_moved': norm([a - b for a, b in zip(single, before)]),
-      'weight_difference': norm([a - b for a, b in zip(single, replicated)])}
+  report, traces = {}, []
+  for name, batch in batches.items():
+    single_loss, before, single = single_step(batch)
+    mirrored_loss, _, replicated = mirrored_step(batch)
+    report[name] = {
+        'replicas': mirrored.num_replicas_in_sync,
+        'single_loss': single_loss, 'mirrored_loss': mirrored_loss,
+        'weights_moved': norm([a - b for a, b in zip(single, before)]),
+        'weight_difference': norm([a - b for a, b in zip(single,
+                                                         replicated)])}
+    traces.append((single_step.traces, mirrored_step.traces))
+  # Only the first batch traced (twice, as a tf.function that creates
+  # variables, here the optimizer's slots, does); the others replayed it.
+  assert traces[1:] == traces[:1] * (len(traces) - 1), traces
+  return report
 
 
 def main():
@@ -94,16 +124,15 @@ def main():
   images = batch[0].numpy()
   assert np.abs(images[0] - images[1]).max() > 0.5, 'the images are the same'
   mirrored = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-  # The first image twice: with per-replica batch norm, each replica sees the
-  # statistics of the whole batch, and so does every loss normaliser.
+  # Synchronised batch norm gives each replica the whole batch's statistics,
+  # as on one device: for two different images, one per replica, and
+  # trivially for the first image twice (each replica's own statistics are
+  # then the batch's).
+  config.task.model.norm_activation.use_sync_bn = True
   first_twice = tf.nest.map_structure(lambda t: tf.concat([t[:1], t[:1]], 0),
                                       batch)
-  report = {'same_image': compare(config, first_twice, mirrored)}
-  # Two different images, one per replica; synchronised batch norm gives
-  # each replica the whole batch's statistics, as on one device.
-  config.task.model.norm_activation.use_sync_bn = True
-  report['two_images'] = compare(config, batch, mirrored)
-  print(json.dumps(report))
+  print(json.dumps(compare(config, {'same_image': first_twice,
+                                    'two_images': batch}, mirrored)))
 
 
 if __name__ == '__main__':

@@ -54,6 +54,16 @@ def groie_checkpoint(tiny_shapes, tmp_path_factory):
   return config, path
 
 
+@pytest.fixture(scope='module')
+def exported(groie_checkpoint, tmp_path_factory):
+  """The GRoIE checkpoint exported for each input type."""
+  config, checkpoint = groie_checkpoint
+  root = tmp_path_factory.mktemp('exports')
+  return {kind: export.export(config, checkpoint, str(root / kind),
+                              input_type=kind)
+          for kind in export.INPUT_TYPES}
+
+
 def _images(tiny_shapes, count=2):
   """`count` validation images of the built-in set, [count, S, S, 3] uint8."""
   folder = os.path.join(shapes.dataset_dir(tiny_shapes), 'val')
@@ -85,10 +95,9 @@ def _serving_input(input_type, images):
 
 @pytest.mark.parametrize('input_type', export.INPUT_TYPES)
 def test_saved_model_detects_what_the_in_process_model_does(
-    groie_checkpoint, tiny_shapes, tmp_path, input_type):
+    groie_checkpoint, exported, tiny_shapes, input_type):
   config, checkpoint = groie_checkpoint
-  saved_model_dir = export.export(config, checkpoint, str(tmp_path),
-                                  input_type=input_type)
+  saved_model_dir = exported[input_type]
   images = _images(tiny_shapes)
 
   # In process: the GRoIE module restored from the checkpoint, on the
@@ -166,11 +175,11 @@ def test_a_grid_rcnn_model_serves_its_refined_boxes(tiny_shapes, tmp_path):
        'num_detections'))
   assert isinstance(served, grid_rcnn_model.GridRCNNModel)
 
+
 def test_saved_model_runs_without_groie_tf_or_model_garden(
-    groie_checkpoint, tiny_shapes, tmp_path):
+    exported, tiny_shapes, tmp_path):
   """As TF Serving would: only TensorFlow is importable."""
-  config, checkpoint = groie_checkpoint
-  saved_model_dir = export.export(config, checkpoint, str(tmp_path))
+  saved_model_dir = exported['image_tensor']
   images = _images(tiny_shapes)
   np.save(tmp_path / 'images.npy', images)
   script = textwrap.dedent(f'''
@@ -268,16 +277,6 @@ def test_export_saved_model_py_exports_a_model_dir(tiny_shapes, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'SavedModel written to' in result.stdout
   assert (tmp_path / 'export' / 'saved_model' / 'saved_model.pb').exists()
-
-
-@pytest.fixture(scope='module')
-def exported(groie_checkpoint, tmp_path_factory):
-  """The GRoIE checkpoint exported for each input type."""
-  config, checkpoint = groie_checkpoint
-  root = tmp_path_factory.mktemp('exports')
-  return {kind: export.export(config, checkpoint, str(root / kind),
-                              input_type=kind)
-          for kind in export.INPUT_TYPES}
 
 
 def test_predict_loader_gives_the_same_detections_for_every_input_type(

@@ -37,7 +37,7 @@ case "{name} $*" in
   'python3 -m venv .venv') step=venv; mkdir -p .venv/bin;
                            : > .venv/bin/activate ;;
   pip*) step=pip ;;
-  'python -m pytest -q') step=pytest ;;
+  'python -m pytest'*) step=pytest ;;
   bazel*) step=bazel ;;
   *) step=other ;;
 esac
