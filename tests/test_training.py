@@ -289,7 +289,8 @@ def test_train_py_runs_and_a_seeded_run_repeats_bit_for_bit(tiny_shapes,
     checkpoint = tf.train.latest_checkpoint(model_dir)
     assert checkpoint.endswith('ckpt-4')
     weights[interval] = _checkpoint_values(checkpoint)
-  _assert_train_py_reported(result, model_dir)
+    if interval == 4:  # evaluated once, at the end
+      _assert_train_py_reported(result, model_dir)
   assert losses[2] == losses[4] and len(losses[4]) == 4
   assert weights[2].keys() == weights[4].keys() and len(weights[2]) > 200
   for key, value in weights[4].items():
