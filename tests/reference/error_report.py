@@ -15,15 +15,24 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from groie_tf import ops
+from groie_tf.layers import ContextBlock
 from groie_tf.layers import GeneralizedAttention
 from groie_tf.layers import GRoIE
 from groie_tf.layers import NonLocal2D
+from groie_tf.layers.grid_head import GridHead
+from groie_tf.ops import grid_points
 from tests import layer_contract
+from tests import test_context_block as context_test
 from tests import test_generalized_attention as ga_test
+from tests import test_grid_head as grid_head_test
+from tests import test_grid_points as grid_points_test
 from tests import test_groie as groie_test
 from tests import test_non_local as non_local_test
 from tests import test_roi_align as roi_test
 from tests.reference import attention as attention_ref
+from tests.reference import context_block as context_ref
+from tests.reference import grid_head as grid_head_ref
+from tests.reference import grid_points as grid_points_ref
 from tests.reference import groie as groie_ref
 from tests.reference import roi_align as roi_ref
 
@@ -101,10 +110,78 @@ def groie_rows():
          'float32', worst, 1.0)
 
 
+def context_block_rows():
+  """GCNet's block, both poolings x three fusions, every weight random."""
+  x = np.random.default_rng(2).standard_normal((2, 9, 6, 16))
+  for dtype in ('float64', 'float32'):
+    worst, scale = 0.0, 0.0
+    for pooling_type, fusion_types in itertools.product(
+        ('att', 'avg'), context_test.FUSIONS):
+      layer = ContextBlock(pooling_type=pooling_type,
+                           fusion_types=fusion_types, dtype=dtype)
+      layer(tf.constant(x, dtype))
+      layer_contract.randomize_weights(layer, scale=0.5)
+      got = layer(tf.constant(x, dtype)).numpy()
+      want = context_ref.context_block(
+          x, context_test.reference_weights(layer), pooling_type,
+          fusion_types)
+      worst = max(worst, np.abs(got - want).max())
+      scale = max(scale, np.abs(want).max())
+    yield 'ContextBlock, att/avg x 3 fusions', dtype, worst, scale
+
+
+def grid_head_rows():
+  """Grid R-CNN's head, narrowed (2 of its 8 convs, 4 channels in and per
+  point) because the float64 loop reference is slow; training outputs."""
+  x = np.random.default_rng(0).standard_normal((1, 14, 14, 4))
+  neighbours = {i: sorted(ns)
+                for i, ns in grid_head_test._grid_neighbours().items()}  # pylint: disable=protected-access
+  for dtype in ('float64', 'float32'):
+    head = GridHead(num_convs=2, point_channels=4, norm_groups=36,
+                    dtype=dtype)
+    head(tf.constant(x, dtype), training=True)
+    layer_contract.randomize_weights(head, seed=1, scale=0.4)
+    got = head(tf.constant(x, dtype), training=True)
+    weights = grid_head_test._torch_weights(head)  # pylint: disable=protected-access
+    want = grid_head_ref.grid_head(np.transpose(x[0], (2, 0, 1)), weights,
+                                   neighbours, 36)
+    worst = max(np.abs(np.transpose(got[key].numpy()[0], (2, 0, 1)) -
+                       want[key]).max() for key in ('fused', 'unfused'))
+    scale = max(np.abs(want[key]).max() for key in ('fused', 'unfused'))
+    yield 'GridHead, fused and unfused heatmaps', dtype, worst, scale
+
+
+def grid_point_rows():
+  """Grid R-CNN's targets (0/1 maps, so any error is a whole pixel), and
+  its decoding of random logits, in image pixels."""
+  rng = np.random.default_rng(0)
+  gts = rng.uniform(0, 300, (40, 2))
+  gts = np.concatenate([gts, gts + rng.uniform(1, 200, (40, 2))], 1)
+  size = np.concatenate([gts[:, 2:] - gts[:, :2]] * 2, 1)
+  rois = (gts + rng.uniform(-0.4, 0.4, (40, 4)) * size).astype(np.float32)
+  gts = gts.astype(np.float32)
+  got = np.transpose(grid_points.grid_targets(
+      grid_points_test._mg(rois), grid_points_test._mg(gts)).numpy(),  # pylint: disable=protected-access
+                     (0, 3, 1, 2))
+  want = grid_points_ref.targets(rois, gts)
+  yield 'grid targets, 40 RoIs x 9 points', 'float32', np.abs(
+      got - want).max(), np.abs(want).max()
+  rois = np.concatenate([rng.uniform(0, 300, (6, 2)),
+                         rng.uniform(0, 300, (6, 2)) + 310], 1)
+  logits = rng.normal(-6, 2, (6, 9, 28, 28))
+  got = grid_points.decode_boxes(
+      tf.constant(np.transpose(logits, (0, 2, 3, 1)), tf.float32),
+      tf.constant(grid_points_test._mg(rois))).numpy()[:, [1, 0, 3, 2]]  # pylint: disable=protected-access
+  want = grid_points_ref.decode(logits, rois)
+  yield 'grid decoding, box corners in pixels', 'float32', np.abs(
+      got - want).max(), np.abs(want).max()
+
+
 def main():
   print(f'{"computation":58s} {"dtype":8s} {"max abs error":>14s} '
         f'{"max |ref|":>10s}')
-  for rows in (roi_align_rows, attention_rows, non_local_rows, groie_rows):
+  for rows in (roi_align_rows, attention_rows, non_local_rows, groie_rows,
+               context_block_rows, grid_head_rows, grid_point_rows):
     for name, dtype, error, scale in rows():
       print(f'{name:58s} {dtype:8s} {error:14.2e} {scale:10.3g}')
 
