@@ -41,13 +41,18 @@ class SignalStop:
 
   Example:
 
-    stop = SignalStop(strategy)
+    stop = SignalStop(strategy, saves_checkpoint=True)
     with stop.handling_signals():
       ...  # run Orbit with `stop` among the train and eval actions
   """
 
-  def __init__(self, strategy: tf.distribute.Strategy):
+  def __init__(self, strategy: tf.distribute.Strategy,
+               saves_checkpoint: bool):
+    """`saves_checkpoint`: whether the caller saves one on the stop (a
+    training run does; an evaluation has nothing to save). It only sets
+    what the first signal's log line promises."""
     self._strategy = strategy
+    self._saves_checkpoint = saves_checkpoint
     self._signal_number: Optional[int] = None
     self._multi_worker = isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -74,9 +79,14 @@ class SignalStop:
     del frame
     self._signal_number = signal_number
     name = signal.Signals(signal_number).name
-    logging.warning('%s received: stopping at the end of this loop of steps '
-                    'with a checkpoint (send %s again to stop at once, '
-                    'without one).', name, name)
+    if self._saves_checkpoint:
+      logging.warning('%s received: stopping at the end of this loop of '
+                      'steps with a checkpoint (send %s again to stop at '
+                      'once, without one).', name, name)
+    else:
+      logging.warning('%s received: stopping at the end of this loop of '
+                      'evaluation steps (send %s again to stop at once).',
+                      name, name)
     # The next signal gets the default behaviour.
     signal.signal(signal_number, signal.default_int_handler
                   if signal_number == signal.SIGINT else signal.SIG_DFL)

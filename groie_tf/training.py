@@ -206,7 +206,7 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
                                     task.task_config.model.num_classes)
   progress = ProgressLogger(params.trainer.train_steps)
   recorder = EvalRecorder()
-  stop = stopping.SignalStop(strategy)
+  stop = stopping.SignalStop(strategy, saves_checkpoint='train' in mode)
   logging.info('Experiment %s, mode %s, model_dir %s: %d steps of %d images '
                '(%d per replica)', experiment or type(params).__name__, mode,
                model_dir, params.trainer.train_steps,
