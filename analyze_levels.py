@@ -52,7 +52,7 @@ def main(_):
   tf.train.Checkpoint(model=module.model).read(checkpoint).expect_partial()
 
   all_boxes, all_shares = [], []
-  paths, _ = predict.image_paths(_IMAGES.value)
+  paths = predict.image_paths(_IMAGES.value)
   for number, path in enumerate(paths, 1):
     if number % 10 == 1 or number == len(paths):
       logging.info('Image %d/%d: %s', number, len(paths), path)

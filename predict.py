@@ -47,11 +47,7 @@ def main(argv: Sequence[str]) -> None:
       coco = json.load(f)
   class_names = predict.class_names_from(coco, _CLASS_NAMES.value)
   image_ids = {i['file_name']: i['id'] for i in coco['images']} if coco else {}
-  paths, others = predict.image_paths(_IMAGES.value)
-  if others:
-    logging.warning('Skipping %d file(s) without an image extension (%s): %s',
-                    len(others), ', '.join(predict.EXTENSIONS),
-                    ', '.join(others[:5]) + (' ...' if len(others) > 5 else ''))
+  paths = predict.image_paths(_IMAGES.value)
   detect = predict.load_detector(os.path.expanduser(_SAVED_MODEL_DIR.value))
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
   results, unreadable = [], []

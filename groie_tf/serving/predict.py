@@ -7,8 +7,9 @@ helper, pasting each box's mask into the image.
 import collections
 import colorsys
 import os
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from absl import logging
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
@@ -22,9 +23,12 @@ EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
               '.gif')
 
 
-def image_paths(pattern: str) -> Tuple[List[str], List[str]]:
-  """The images that a file, a folder or a glob names, sorted, and the other
-  files it names (skipped: not an image extension)."""
+def image_paths(pattern: str) -> List[str]:
+  """The images that a file, a folder or a glob names, sorted.
+
+  The other files it names (not an image extension) are skipped with a
+  warning that lists them.
+  """
   pattern = os.path.expanduser(pattern)
   if tf.io.gfile.isdir(pattern):
     pattern = os.path.join(pattern, '*')
@@ -33,7 +37,12 @@ def image_paths(pattern: str) -> Tuple[List[str], List[str]]:
   paths = [p for p in matches if p.lower().endswith(EXTENSIONS)]
   if not paths:
     raise ValueError(f'No image ({", ".join(EXTENSIONS)}) matches {pattern}.')
-  return paths, [p for p in matches if p not in paths]
+  others = [p for p in matches if p not in paths]
+  if others:
+    logging.warning('Skipping %d file(s) without an image extension (%s): %s',
+                    len(others), ', '.join(EXTENSIONS),
+                    ', '.join(others[:5]) + (' ...' if len(others) > 5 else ''))
+  return paths
 
 
 def read_image(path: str) -> np.ndarray:
