@@ -75,9 +75,10 @@ def test_rois_of_1_5_px_or_less_get_no_targets(width):
                                                     140.0]]).any()
 
 
-def test_random_rois_match_the_reference_exactly():
-  """Jittered-looking RoIs around gt boxes, far ones, tiny ones, boxes off
-  the image: every pixel of every window equal."""
+def make_rois_and_gts():
+  """`[40, 4]` float32 RoIs and their gt boxes, `[x1, y1, x2, y2]`:
+  jittered-looking RoIs around the gt boxes, far ones, tiny ones, boxes
+  off the image."""
   rng = np.random.default_rng(0)
   gts = rng.uniform(0, 300, (40, 2))
   gts = np.concatenate([gts, gts + rng.uniform(1, 200, (40, 2))], 1)
@@ -87,8 +88,23 @@ def test_random_rois_match_the_reference_exactly():
   rois[:5] = gts[:5] + [90, -80, 90, -80]  # far away: empty or partial
   rois[5:8, 2:] = rois[5:8, :2] + rng.uniform(0.1, 2.5, (3, 2))  # tiny
   rois[8:10] -= 250  # partly off the image
-  rois = rois.astype(np.float32)
-  gts = gts.astype(np.float32)
+  return rois.astype(np.float32), gts.astype(np.float32)
+
+
+def make_logits_and_rois():
+  """`[6, 9, 28, 28]` float64 logits and `[6, 4]` RoIs, one of them padded."""
+  rng = np.random.default_rng(4)
+  rois = np.concatenate([rng.uniform(0, 300, (6, 2)),
+                         rng.uniform(0, 300, (6, 2)) + 310], 1)
+  rois[5] = [40.0, 40.0, 40.0, 40.0]  # a padded (empty) box stays finite
+  # No exact ties; maxima near 0, so the points' probabilities differ and
+  # the votes are weighted.
+  return rng.normal(-6, 2, (6, 9, 28, 28)), rois
+
+
+def test_random_rois_match_the_reference_exactly():
+  """Every pixel of every window equal, edge cases included."""
+  rois, gts = make_rois_and_gts()
   got = _targets(rois, gts)
   want = ref.targets(rois, gts)
   assert want.sum() > 1000 and (want.sum(axis=(1, 2, 3)) == 0).sum() >= 3
@@ -165,13 +181,7 @@ def test_decoding_the_perfect_targets_gives_mmdetections_hand_box():
 
 
 def test_decoding_random_logits_matches_the_reference():
-  rng = np.random.default_rng(4)
-  rois = np.concatenate([rng.uniform(0, 300, (6, 2)),
-                         rng.uniform(0, 300, (6, 2)) + 310], 1)
-  rois[5] = [40.0, 40.0, 40.0, 40.0]  # a padded (empty) box stays finite
-  # No exact ties; maxima near 0, so the points' probabilities differ and
-  # the votes are weighted.
-  logits = rng.normal(-6, 2, (6, 9, 28, 28))
+  logits, rois = make_logits_and_rois()
   got = grid_points.decode_boxes(
       tf.constant(np.transpose(logits, (0, 2, 3, 1)), tf.float32),
       tf.constant(_mg(rois))).numpy()

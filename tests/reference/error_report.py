@@ -154,21 +154,14 @@ def grid_head_rows():
 def grid_point_rows():
   """Grid R-CNN's targets (0/1 maps, so any error is a whole pixel), and
   its decoding of random logits, in image pixels."""
-  rng = np.random.default_rng(0)
-  gts = rng.uniform(0, 300, (40, 2))
-  gts = np.concatenate([gts, gts + rng.uniform(1, 200, (40, 2))], 1)
-  size = np.concatenate([gts[:, 2:] - gts[:, :2]] * 2, 1)
-  rois = (gts + rng.uniform(-0.4, 0.4, (40, 4)) * size).astype(np.float32)
-  gts = gts.astype(np.float32)
+  rois, gts = grid_points_test.make_rois_and_gts()
   got = np.transpose(grid_points.grid_targets(
       grid_points_test._mg(rois), grid_points_test._mg(gts)).numpy(),  # pylint: disable=protected-access
                      (0, 3, 1, 2))
   want = grid_points_ref.targets(rois, gts)
   yield 'grid targets, 40 RoIs x 9 points', 'float32', np.abs(
       got - want).max(), np.abs(want).max()
-  rois = np.concatenate([rng.uniform(0, 300, (6, 2)),
-                         rng.uniform(0, 300, (6, 2)) + 310], 1)
-  logits = rng.normal(-6, 2, (6, 9, 28, 28))
+  logits, rois = grid_points_test.make_logits_and_rois()
   got = grid_points.decode_boxes(
       tf.constant(np.transpose(logits, (0, 2, 3, 1)), tf.float32),
       tf.constant(grid_points_test._mg(rois))).numpy()[:, [1, 0, 3, 2]]  # pylint: disable=protected-access
