@@ -15,7 +15,6 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from groie_tf import ops
-from groie_tf.layers import ContextBlock
 from groie_tf.layers import GeneralizedAttention
 from groie_tf.layers import GRoIE
 from groie_tf.layers import NonLocal2D
@@ -117,10 +116,8 @@ def context_block_rows():
     worst, scale = 0.0, 0.0
     for pooling_type, fusion_types in itertools.product(
         ('att', 'avg'), context_test.FUSIONS):
-      layer = ContextBlock(pooling_type=pooling_type,
-                           fusion_types=fusion_types, dtype=dtype)
-      layer(tf.constant(x, dtype))
-      layer_contract.randomize_weights(layer, scale=0.5)
+      layer = context_test._random_block(  # pylint: disable=protected-access
+          x, dtype, pooling_type=pooling_type, fusion_types=fusion_types)
       got = layer(tf.constant(x, dtype)).numpy()
       want = context_ref.context_block(
           x, context_test.reference_weights(layer), pooling_type,
