@@ -8,6 +8,13 @@ multiply-adds over the RoIs (FLOPs / 2; forward+backward counts the
 gradients too). Training runs the head's fused and unfused outputs;
 inference only the fused. `ratio` is over the stock branch, timed in the
 same rounds.
+
+A second case times how training pools its picks (up to 192 positives
+drawn from all images of a replica, forward+backward through GRoIE alone):
+flat, with the image of each pick (`box_indices`, what the model does),
+against the per-image `[B, K, 4]` table Model Garden's aligners take (what
+the model did before), in which the modules also process the B - 1 rows of
+zero boxes per pick. `ratio` is over the flat call.
 """
 
 import functools
@@ -43,6 +50,48 @@ def _forward_and_backward(aligner, head, features, boxes):
     loss = tf.reduce_sum(tf.cast(
         _branch(aligner, head, features, boxes, training=True), tf.float32))
   return tape.gradient(loss, weights)
+
+
+def _pool_picks_flat(groie, features, boxes, images):
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(groie(features, boxes, box_indices=images))
+  return tape.gradient(loss, groie.trainable_weights)
+
+
+def _pool_picks_in_table(groie, features, boxes, images):
+  count = boxes.shape[0]
+  slot = tf.stack([images, tf.range(count)], -1)
+  table = tf.scatter_nd(slot, boxes, [tf.shape(features['2'])[0], count, 4])
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.gather_nd(groie(features, table), slot))
+  return tape.gradient(loss, groie.trainable_weights)
+
+
+def _training_picks_rows(setup, features, boxes, precision):
+  picks = tf.reshape(boxes, [-1, 4])
+  images = tf.repeat(tf.range(setup.batch_size), boxes.shape[1])
+  groie = GRoIE(crop_size=CROP_SIZE)
+  groie(features, picks, box_indices=images)  # weights built eagerly
+  bodies = {'GRoIE, flat picks (box_indices)': _pool_picks_flat,
+            'GRoIE, picks in a per-image table': _pool_picks_in_table}
+  functions = {name: tf.function(functools.partial(body, groie, features,
+                                                   picks, images))
+               for name, body in bodies.items()}
+  with tf.device(setup.device):
+    timed = setup.time(functions)
+  flat = next(iter(bodies))
+  case = (f'grid training picks: {picks.shape[0]} of {setup.batch_size} '
+          f'images, {CROP_SIZE}x{CROP_SIZE}, C={setup.channels}, '
+          'forward+backward')
+  return [{
+      'section': 'grid', 'case': case, 'variant': name,
+      'precision': precision, 'xla': False,
+      'extractor_weights': groie.count_params(),
+      'gmac_per_roi': flops.graph_flops(
+          functions[name].get_concrete_function().graph) / 2 /
+                      picks.shape[0] / 1e9,
+      'median_ms': 1e3 * timed[name], 'ratio': timed[name] / timed[flat],
+  } for name in bodies]
 
 
 def run(setup, precision):
@@ -88,4 +137,4 @@ def run(setup, precision):
           'median_ms': 1e3 * timed[name],
           'ratio': timed[name] / timed[stock],
       })
-  return rows
+  return rows + _training_picks_rows(setup, features, boxes, precision)

@@ -116,7 +116,7 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
   # 576 -> 576 at 7x7); GRoIE's 5x5 conv adds to it, the stock aligner
   # nothing.
   grid = {(row['case'].split(', ')[-1], row['variant'].split()[0]): row
-          for row in by_section['grid']}
+          for row in by_section['grid'] if 'picks' not in row['case']}
   assert len(grid) == 6
   assert 1.0 < grid[('forward', 'GridHead')]['gmac_per_roi'] < 1.2
   assert (grid[('forward', 'GRoIE')]['gmac_per_roi'] >
@@ -124,6 +124,12 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
           pytest.approx(grid[('forward', 'GridHead')]['gmac_per_roi'],
                         rel=0.02))
   assert grid[('forward', 'GRoIE')]['extractor_weights'] > 0
+  # Training's picks: in a per-image table GRoIE processes every image's
+  # row, B = 2 times the arithmetic of the flat call.
+  flat, table = [row for row in by_section['grid'] if 'picks' in row['case']]
+  assert 'flat' in flat['variant'] and flat['ratio'] == 1
+  assert table['gmac_per_roi'] == pytest.approx(2 * flat['gmac_per_roi'],
+                                                rel=0.05)
   # RoIAlign's gradient by TensorFlow's kernel (the ratios' base), the
   # sparse product and the C++ kernel, for 3 cases.
   kernels = [row['variant'].split()[0] for row in by_section['gradient']]

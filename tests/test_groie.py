@@ -200,6 +200,9 @@ def test_no_boxes():
   features = tf_features(make_features())
   out = GRoIE(crop_size=7)(features, tf.zeros([2, 0, 4]))
   assert out.shape == (2, 0, 7, 7, CHANNELS)
+  out = GRoIE(crop_size=7)(features, tf.zeros([0, 4]),
+                           box_indices=tf.zeros([0], tf.int32))
+  assert out.shape == (0, 7, 7, CHANNELS)
   # A count known only at run time takes the module path.
   layer = GRoIE(crop_size=7, aggregation='sum+')
   fn = tf.function(lambda b: layer(features, b),
@@ -208,6 +211,44 @@ def test_no_boxes():
   np.testing.assert_allclose(fn(tf.constant(make_boxes(), tf.float32)),
                              layer(features, tf.constant(make_boxes())),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('options', [
+    {}, dict(level_selection='heuristic', aggregation='sum+',
+             share_pre_processing=False)], ids=['paper', 'heuristic'])
+def test_flat_boxes_with_box_indices_match_reference(options):
+  """RoIs of both images in any order, some twice (as the grid branch
+  draws them from the whole batch): row k is the reference's output for
+  RoI k in the image `box_indices[k]` names. The flat call comes first, so
+  it builds the layer too."""
+  features, per_image = make_features(seed=8), make_boxes()
+  rng = np.random.default_rng(8)
+  images, rows = rng.integers(0, 2, 15), rng.integers(0, 6, 15)
+  layer = GRoIE(crop_size=5, **options)
+  feats = tf_features(features)
+  flat_call = lambda: layer(feats, tf.constant(per_image[images, rows]),
+                            box_indices=tf.constant(images, tf.int32))
+  assert flat_call().shape == (15, 5, 5, CHANNELS)
+  layer_contract.randomize_weights(layer, seed=8, scale=0.15)
+  want = ref.groie(features, per_image, layer.get_config(),
+                   ref.weights_by_name(layer))[images, rows]
+  np.testing.assert_allclose(flat_call().numpy(), want, rtol=0,
+                             atol=2e-5 * np.abs(want).max())
+  # Another image for each RoI changes most rows.
+  other = layer(feats, tf.constant(per_image[images, rows]),
+                box_indices=tf.constant(1 - images, tf.int32)).numpy()
+  assert (np.abs(other - want).max(axis=(1, 2, 3)) > 1e-3).sum() > 7
+
+
+def test_wrong_box_shapes_are_named():
+  features = tf_features(make_features())
+  layer = GRoIE(crop_size=5)
+  with pytest.raises(ValueError, match=r'boxes \[B, N, 4\] \(or \[K, 4\]'):
+    layer(features, tf.zeros([6, 4]))
+  with pytest.raises(ValueError, match=r'With box_indices.*\[K, 4\]'):
+    layer(features, tf.zeros([2, 6, 4]), box_indices=tf.zeros([12], tf.int32))
+  with pytest.raises(ValueError, match=r'box_indices must be \[K\]'):
+    layer(features, tf.zeros([6, 4]), box_indices=tf.zeros([5], tf.int32))
 
 
 def test_padded_and_outside_boxes_give_finite_outputs():

@@ -80,6 +80,61 @@ def test_matches_reference(implementation, aligned, stride, height, width,
   np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_flat_boxes_are_pooled_from_the_image_their_index_names(
+    implementation):
+  """`roi_align_flat`: the edge-case boxes of both images, shuffled, some
+  twice, each pooled from the image given with it (not the order's)."""
+  stride, height, width = 8, 6, 7
+  features = make_features(height, width)
+  per_image = make_boxes(height * stride, width * stride)  # [2, 9, 4]
+  rng = np.random.default_rng(5)
+  images = rng.integers(0, 2, 24)
+  rows = rng.integers(0, 9, 24)
+  boxes = per_image[images, rows]  # [24, 4]
+  got = ops.roi_align_flat(tf.constant(features), tf.constant(boxes),
+                           tf.constant(images, tf.int32), 3, stride,
+                           implementation=implementation)
+  assert got.shape == (24, 3, 3, 3)
+  want = np.stack([
+      ref.roi_align(features[i:i + 1], box[None, None], 3, stride)[0, 0]
+      for i, box in zip(images, boxes)])
+  np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
+  # The other image's features give other numbers for most of them.
+  swapped = ops.roi_align_flat(tf.constant(features), tf.constant(boxes),
+                               tf.constant(1 - images, tf.int32), 3, stride,
+                               implementation=implementation).numpy()
+  assert (np.abs(swapped - want).max(axis=(1, 2, 3)) > 1e-3).sum() > 12
+
+
+def test_flat_feature_gradient_matches_reference(gradient_path):
+  """Boxes of both images, interleaved: the gradient of each lands in its
+  own image (every gradient path)."""
+  _, implementation = gradient_path
+  stride, height, width = 4, 11, 9
+  features = tf.constant(make_features(height, width, channels=20))
+  per_image = make_boxes(height * stride, width * stride)
+  images = np.array([1, 0, 0, 1, 1, 0, 1, 0, 1], np.int32)
+  boxes = per_image[images, np.arange(9)]
+  upstream = np.random.default_rng(6).standard_normal((9, 2, 2, 20))
+  with tf.GradientTape() as tape:
+    tape.watch(features)
+    pooled = ops.roi_align_flat(features, tf.constant(boxes), images, 2,
+                                stride, implementation=implementation)
+    loss = tf.reduce_sum(pooled * tf.constant(upstream, tf.float32))
+  got = tape.gradient(loss, features).numpy()
+  # The reference takes [B, N, 4]: box n in the row of its image, and a
+  # zero upstream gradient in the other image's row.
+  table = np.zeros((2, 9, 4))
+  table[images, np.arange(9)] = boxes
+  table_upstream = np.zeros((2, 9, 2, 2, 20))
+  table_upstream[images, np.arange(9)] = upstream
+  want = ref.roi_align_feature_gradient(tuple(features.shape), table,
+                                        table_upstream, 2, stride)
+  assert np.abs(want[0]).max() > 0.1 and np.abs(want[1]).max() > 0.1
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
 def test_boxes_outside_the_map_give_zeros_and_edge_boxes_do_not():
   """The clamp and the zero rule are what separate this from plain resize."""
   features = make_features(6, 7)
@@ -255,6 +310,12 @@ def test_invalid_arguments_raise(kwargs, message):
 def test_wrong_box_shape_raises():
   with pytest.raises(ValueError, match=r'boxes must be \[B, N, 4\]'):
     ops.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), 7, 4)
+  with pytest.raises(ValueError, match=r'boxes must be \[K, 4\]'):
+    ops.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 2, 4]), [0], 7,
+                       4)
+  with pytest.raises(ValueError, match=r'box_indices must be \[K\]'):
+    ops.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([3, 4]), [0, 0], 7,
+                       4)
 
 
 def test_fpn_levels_match_reference():

@@ -86,6 +86,8 @@ class GRoIE(tf_keras.layers.Layer):
   >>> boxes = tf.constant([[[10., 20., 90., 60.]] * 3] * 2)
   >>> groie(features, boxes).shape
   TensorShape([2, 3, 7, 7, 32])
+  >>> groie(features, boxes[:, 0], box_indices=[1, 0]).shape  # flat RoIs
+  TensorShape([2, 7, 7, 32])
 
   Args:
     crop_size: side S of the pooled RoI maps (7 for boxes, 14 for masks).
@@ -115,11 +117,17 @@ class GRoIE(tf_keras.layers.Layer):
     features: mapping from level strings ('2', '3', ...) to `[B, H_l, W_l, C]`
       maps with one channel count C; levels outside `[min_level, max_level]`
       are ignored.
-    boxes: `[B, N, 4]` RoIs `[y1, x1, y2, x2]` in input-image pixels.
+    boxes: `[B, N, 4]` RoIs `[y1, x1, y2, x2]` in input-image pixels, N per
+      image; or, with `box_indices`, `[K, 4]` RoIs from any images.
     training: unused; accepted for Model Garden's call convention.
+    box_indices: None, or int `[K]`: the image of each of `[K, 4]` boxes
+      (as `tf.image.crop_and_resize` takes them). For RoIs drawn from the
+      whole batch, which would otherwise need a `[B, K, 4]` table whose
+      padding rows the modules would process too.
 
   Returns:
-    `[B, N, S, S, C]` RoI features in the layer's compute dtype.
+    `[B, N, S, S, C]` RoI features in the layer's compute dtype; `[K, S, S,
+    C]` with `box_indices`.
   """
 
   def __init__(self,
@@ -263,73 +271,111 @@ class GRoIE(tf_keras.layers.Layer):
     return module(tf.concat([rois, dummy], 0))[:-1]
 
   def _level_weights(self, boxes):
-    """`[L, B, N, 1, 1, 1]` one-hot weights of the selected level, or None."""
+    """`[L, K, 1, 1, 1]` one-hot weights of the selected level, or None."""
     if self.level_selection == 'all':
       return None
     if self.level_selection == 'heuristic':
       chosen = ops.fpn_levels(boxes, self.min_level, self.max_level,
                               self.canonical_size) - self.min_level
     else:
-      chosen = tf.random.uniform(tf.shape(boxes)[:2], 0, len(self._levels),
+      chosen = tf.random.uniform(tf.shape(boxes)[:1], 0, len(self._levels),
                                  tf.int32, seed=self.seed)
     one_hot = tf.one_hot(chosen, len(self._levels), axis=0,
-                         dtype=self.compute_dtype)  # [L, B, N]
+                         dtype=self.compute_dtype)  # [L, K]
     return one_hot[..., None, None, None]
 
-  def call(self, features, boxes, training=None):
+  def call(self, features, boxes, training=None, box_indices=None):
     del training  # No layer here behaves differently in training.
     channels = self._check_features({k: v.shape for k, v in features.items()})
-    if boxes.shape[1] == 0:
+    flat_boxes, box_indices, static_count, unflat = self._flat_boxes(
+        boxes, box_indices)
+    if static_count == 0:
       # Nothing to pool; like mmdetection, no module runs.
-      return tf.zeros([tf.shape(boxes)[0], 0, self.crop_size, self.crop_size,
-                       channels], self.compute_dtype)
-    flat, unflat = self._flatteners(boxes)
+      return unflat(tf.zeros([0, self.crop_size, self.crop_size, channels],
+                             self.compute_dtype))
     if self.level_selection != 'all' and len(self.pre_modules) == 1:
       # One level per RoI and one module for all levels: pre-process the
       # selected level only. The same numbers as the sum over all levels
       # below, whose other terms are exactly 0, for 1/L of the module's work.
-      weights = tf.unstack(self._level_weights(boxes))
-      pooled = self._pooled(features, boxes)
+      weights = tf.unstack(self._level_weights(flat_boxes))
+      pooled = self._pooled(features, flat_boxes, box_indices)
       selected = tf.add_n([w * p for w, p in zip(weights, pooled)])
-      aggregate = self._apply(self.pre_modules[0], flat(selected),
-                              boxes.shape[1])
+      aggregate = self._apply(self.pre_modules[0], selected, static_count)
     else:
-      per_level = self.level_features(features, boxes)
+      per_level = self._level_features(features, flat_boxes, box_indices,
+                                       static_count)
       if self.aggregation == 'concat':
-        aggregate = tf.concat(per_level, -1)  # [B, N, S, S, L*C]
+        aggregate = tf.concat(per_level, -1)  # [K, S, S, L*C]
       else:
         aggregate = per_level[0]
         for level_features in per_level[1:]:  # level order, as the reference
           aggregate = aggregate + level_features
-      aggregate = flat(aggregate)
-    aggregate = self._apply(self.aggregation_conv, aggregate, boxes.shape[1])
-    aggregate = self._apply(self.post_module, aggregate, boxes.shape[1])
+    aggregate = self._apply(self.aggregation_conv, aggregate, static_count)
+    aggregate = self._apply(self.post_module, aggregate, static_count)
     return unflat(aggregate)
 
-  def _flatteners(self, boxes):
-    """[B, N, S, S, C'] <-> [B*N, S, S, C'] reshapes for `boxes`' B and N."""
-    size = self.crop_size
+  def _flat_boxes(self, boxes, box_indices):
+    """`(boxes [K, 4], box_indices [K], static_count, unflat)` for either
+    form of call.
+
+    `static_count` is the static K of flat boxes, N of `[B, N, 4]` ones (or
+    None): 0 means there is nothing to pool. `unflat` maps `[K, S, S, C']`
+    RoI maps back to the caller's form: `[B, N, S, S, C']` for `[B, N, 4]`
+    boxes, unchanged for flat ones.
+    """
+    boxes = tf.convert_to_tensor(boxes)
+    if box_indices is not None:
+      if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
+        raise ValueError('With box_indices, GRoIE takes boxes [K, 4], got '
+                         f'{boxes.shape}.')
+      box_indices = tf.convert_to_tensor(box_indices)
+      if (box_indices.shape.rank != 1 or
+          not box_indices.shape.is_compatible_with(boxes.shape[:1])):
+        raise ValueError(f'box_indices must be [K] for boxes {boxes.shape}, '
+                         f'got {box_indices.shape}.')
+      return boxes, box_indices, boxes.shape[0], lambda t: t
+    if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
+      raise ValueError(f'GRoIE takes boxes [B, N, 4] (or [K, 4] with '
+                       f'box_indices), got {boxes.shape}.')
     batch = tf.shape(boxes)[0]
     num_boxes = (boxes.shape[1] if boxes.shape[1] is not None else
                  tf.shape(boxes)[1])
-
-    def flat(t):
-      return tf.reshape(t, [-1, size, size, t.shape[-1]])
+    size = self.crop_size
 
     def unflat(t):
       return tf.reshape(t, [batch, num_boxes, size, size, t.shape[-1]])
 
-    return flat, unflat
+    return (tf.reshape(boxes, [-1, 4]), tf.repeat(tf.range(batch), num_boxes),
+            boxes.shape[1], unflat)
 
-  def _pooled(self, features, boxes):
-    """RoIAlign of `boxes` from each level: L x `[B, N, S, S, C]`."""
+  def _pooled(self, features, boxes, box_indices):
+    """RoIAlign of `boxes` `[K, 4]` from each level: L x `[K, S, S, C]`."""
     return [
-        tf.cast(ops.roi_align(features[str(level)], boxes, self.crop_size,
-                              2**level, self.sampling_ratio, self.aligned,
-                              self.roi_align_implementation),
+        tf.cast(ops.roi_align_flat(features[str(level)], boxes, box_indices,
+                                   self.crop_size, 2**level,
+                                   self.sampling_ratio, self.aligned,
+                                   self.roi_align_implementation),
                 self.compute_dtype)
         for level in self._levels
     ]
+
+  def _level_features(self, features, boxes, box_indices, static_count):
+    """`level_features` of flat boxes: L x `[K, S, S, C]`."""
+    pooled = self._pooled(features, boxes, box_indices)
+    if self.pre_processing == 'none':
+      per_level = pooled
+    elif self.share_pre_processing:
+      # One module call over all levels: [L*K, S, S, C].
+      stacked = self._apply(self.pre_modules[0], tf.concat(pooled, 0),
+                            static_count)
+      per_level = tf.split(stacked, len(self._levels))
+    else:
+      per_level = [self._apply(module, p, static_count)
+                   for module, p in zip(self.pre_modules, pooled)]
+    weights = self._level_weights(boxes)
+    if weights is not None:
+      per_level = [w * p for w, p in zip(tf.unstack(weights), per_level)]
+    return per_level
 
   def level_features(self, features, boxes):
     """What the aggregation combines: each level pooled and pre-processed.
@@ -344,25 +390,10 @@ class GRoIE(tf_keras.layers.Layer):
       Their sum is the aggregated feature for 'sum' and 'sum+'.
     """
     self._check_features({k: v.shape for k, v in features.items()})
-    flat, unflat = self._flatteners(boxes)
-    pooled = self._pooled(features, boxes)
-    static_num_boxes = boxes.shape[1]
-    if self.pre_processing == 'none':
-      per_level = pooled
-    elif self.share_pre_processing:
-      # One module call over all levels: [L*B*N, S, S, C].
-      stacked = tf.concat([flat(p) for p in pooled], 0)
-      stacked = self._apply(self.pre_modules[0], stacked, static_num_boxes)
-      per_level = [unflat(t) for t in tf.split(stacked, len(self._levels))]
-    else:
-      per_level = [
-          unflat(self._apply(module, flat(p), static_num_boxes))
-          for module, p in zip(self.pre_modules, pooled)
-      ]
-    weights = self._level_weights(boxes)
-    if weights is not None:
-      per_level = [w * p for w, p in zip(tf.unstack(weights), per_level)]
-    return per_level
+    flat_boxes, box_indices, static_count, unflat = self._flat_boxes(boxes,
+                                                                     None)
+    return [unflat(t) for t in self._level_features(
+        features, flat_boxes, box_indices, static_count)]
 
   def get_config(self):
     config = super().get_config()

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.modeling import maskrcnn_model
 
+from groie_tf.layers import GRoIE
 from groie_tf.ops import grid_points
 
 
@@ -142,13 +143,27 @@ def grid_training_outputs(aligner, head, features, rois, matched_gt_boxes,
   jittered = grid_points.jitter_boxes(
       picked[:, None], offsets, tf.gather(image_shape, image))[:, 0]
   targets = grid_points.grid_targets(jittered, gt, radius=radius)
-  # Model Garden's aligners pool per image: pick k goes to row k of its
-  # image, zero boxes elsewhere, and its features are gathered back.
-  slot = tf.stack([image, tf.range(count)], -1)
-  per_image = tf.scatter_nd(slot, jittered, [batch, count, 4])
-  pooled = tf.gather_nd(aligner(features, per_image), slot)
+  pooled = _pool_picks(aligner, features, jittered, image, batch)
   heatmaps = head(pooled, training=True)
   return {'grid_fused': heatmaps['fused'],
           'grid_unfused': heatmaps['unfused'],
           'grid_targets': targets,
           'grid_valid': tf.cast(valid, tf.float32)}
+
+
+def _pool_picks(aligner, features, boxes, images, batch):
+  """`[K, 14, 14, C]` features of `boxes` `[K, 4]`, box k from image
+  `images[k]`.
+
+  GRoIE takes the picks as they are. Model Garden's aligner takes `[B, N,
+  4]` boxes per image: pick k goes to row k of its image, zero boxes fill
+  the other B - 1 rows, and its features are gathered back. That pools B
+  times the boxes used, cheap for one bilinear crop per box; through
+  GRoIE it would also run the 5x5 conv and the attention B times.
+  """
+  if isinstance(aligner, GRoIE):
+    return aligner(features, boxes, box_indices=images)
+  count = boxes.shape[0]
+  slot = tf.stack([images, tf.range(count)], -1)
+  per_image = tf.scatter_nd(slot, boxes, [batch, count, 4])
+  return tf.gather_nd(aligner(features, per_image), slot)

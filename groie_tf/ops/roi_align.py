@@ -55,7 +55,8 @@ from tf_keras.src.utils import control_flow_util
 
 from groie_tf.ops import native
 
-__all__ = ['roi_align', 'check_roi_align_arguments', 'IMPLEMENTATIONS']
+__all__ = ['roi_align', 'roi_align_flat', 'check_roi_align_arguments',
+           'IMPLEMENTATIONS']
 
 IMPLEMENTATIONS = ('auto', 'crop_and_resize', 'gather')
 
@@ -325,36 +326,85 @@ def roi_align(features: tf.Tensor,
   >>> roi_align(features, boxes, output_size=2, stride=4).shape
   TensorShape([1, 1, 2, 2, 1])
   """
+  if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
+    raise ValueError(f'boxes must be [B, N, 4], got {boxes.shape}.')
+  with tf.name_scope('roi_align'):
+    box_indices = tf.repeat(
+        tf.range(tf.shape(boxes)[0], dtype=tf.int32),
+        tf.shape(boxes)[1])  # [K]
+    pooled = roi_align_flat(features, tf.reshape(boxes, [-1, 4]),
+                            box_indices, output_size, stride, sampling_ratio,
+                            aligned, implementation)
+    return tf.reshape(  # [K, P, P, C] -> [B, N, P, P, C]
+        pooled, [_static_or_dynamic(boxes, 0), _static_or_dynamic(boxes, 1),
+                 output_size, output_size, _static_or_dynamic(features, 3)])
+
+
+def roi_align_flat(features: tf.Tensor,
+                   boxes: tf.Tensor,
+                   box_indices: tf.Tensor,
+                   output_size: int,
+                   stride: float,
+                   sampling_ratio: int = 2,
+                   aligned: bool = True,
+                   implementation: str = 'auto') -> tf.Tensor:
+  """`roi_align` of K boxes, each from the image its index names.
+
+  The form of `tf.image.crop_and_resize` and torchvision's `roi_align`:
+  for boxes that are not laid out per image, such as a sample drawn from
+  the whole batch, which `roi_align` would need a `[B, K, 4]` table for.
+
+  Args:
+    features: `[B, H, W, C]`, as for `roi_align`.
+    boxes: `[K, 4]` boxes `[y1, x1, y2, x2]` in input-image pixels.
+    box_indices: int `[K]`, the image in `[0, B)` of each box.
+    output_size, stride, sampling_ratio, aligned, implementation: as for
+      `roi_align`.
+
+  Returns:
+    `[K, P, P, C]` pooled features in `features.dtype`; row k is what
+    `roi_align` gives for box k in image `box_indices[k]`.
+
+  Raises:
+    ValueError: as `roi_align`, and for `box_indices` that are not `[K]`.
+
+  Example:
+
+  >>> features = tf.reshape(tf.range(128, dtype=tf.float32), [2, 8, 8, 1])
+  >>> boxes = tf.constant([[0., 0., 16., 16.], [4., 4., 20., 12.]])
+  >>> roi_align_flat(features, boxes, [1, 0], output_size=2,
+  ...                stride=4).shape
+  TensorShape([2, 2, 2, 1])
+  """
   check_roi_align_arguments(output_size, sampling_ratio, implementation)
   if not stride > 0:
     raise ValueError(f'stride must be positive, got {stride!r}.')
   if features.shape.rank != 4:
     raise ValueError(f'features must be [B, H, W, C], got {features.shape}.')
-  if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
-    raise ValueError(f'boxes must be [B, N, 4], got {boxes.shape}.')
+  if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
+    raise ValueError(f'boxes must be [K, 4], got {boxes.shape}.')
+  box_indices = tf.convert_to_tensor(box_indices)
+  if (box_indices.shape.rank != 1 or
+      not box_indices.shape.is_compatible_with(boxes.shape[:1])):
+    raise ValueError(f'box_indices must be [K] for boxes {boxes.shape}, got '
+                     f'{box_indices.shape}.')
   if implementation == 'auto':
     in_xla = control_flow_util.GraphOrParentsInXlaContext(
         tf.compat.v1.get_default_graph())
     implementation = 'gather' if in_xla else 'crop_and_resize'
 
-  with tf.name_scope('roi_align'):
+  with tf.name_scope('roi_align_flat'):
     out_dtype = features.dtype
-    batch_size = _static_or_dynamic(boxes, 0)
-    num_boxes = _static_or_dynamic(boxes, 1)
-    channels = _static_or_dynamic(features, 3)
+    box_indices = tf.cast(box_indices, tf.int32)
     boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
-    flat_boxes = tf.reshape(boxes, [-1, 4])  # [K, 4]
-    box_indices = tf.repeat(
-        tf.range(tf.shape(boxes)[0], dtype=tf.int32),
-        tf.shape(boxes)[1])  # [K]
-    ys, xs = _sample_coordinates(flat_boxes, stride,
-                                 output_size * sampling_ratio, aligned)
+    ys, xs = _sample_coordinates(boxes, stride, output_size * sampling_ratio,
+                                 aligned)
     if implementation == 'crop_and_resize':
       pooled = _pool_with_crop_and_resize(features, box_indices, ys, xs,
                                           sampling_ratio)
     else:
       pooled = _pool_with_gather(tf.cast(features, tf.float32), box_indices,
                                  ys, xs, sampling_ratio)
-    pooled = tf.reshape(  # [K, P, P, C] -> [B, N, P, P, C]
-        pooled, [batch_size, num_boxes, output_size, output_size, channels])
+    pooled.set_shape([boxes.shape[0], output_size, output_size,
+                      features.shape[3]])
     return tf.cast(pooled, out_dtype)
