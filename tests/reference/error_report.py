@@ -167,13 +167,18 @@ def grid_point_rows():
       got - want).max(), np.abs(want).max()
 
 
+def all_rows():
+  """`(computation, dtype, max abs error, max abs reference value)` rows."""
+  for rows in (roi_align_rows, attention_rows, non_local_rows, groie_rows,
+               context_block_rows, grid_head_rows, grid_point_rows):
+    yield from rows()
+
+
 def main():
   print(f'{"computation":58s} {"dtype":8s} {"max abs error":>14s} '
         f'{"max |ref|":>10s}')
-  for rows in (roi_align_rows, attention_rows, non_local_rows, groie_rows,
-               context_block_rows, grid_head_rows, grid_point_rows):
-    for name, dtype, error, scale in rows():
-      print(f'{name:58s} {dtype:8s} {error:14.2e} {scale:10.3g}')
+  for name, dtype, error, scale in all_rows():
+    print(f'{name:58s} {dtype:8s} {error:14.2e} {scale:10.3g}')
 
 
 if __name__ == '__main__':
