@@ -10,7 +10,8 @@ inference only the fused. `ratio` is over the stock branch, timed in the
 same rounds.
 
 A second case times how training pools its picks (up to 192 positives
-drawn from all images of a replica, forward+backward through GRoIE alone):
+drawn from all images of a replica; here the first case's RoI count, spread
+over 2 and over 8 images; forward+backward through GRoIE alone):
 flat, with the image of each pick (`box_indices`, what the model does),
 against the per-image `[B, K, 4]` table Model Garden's aligners take (what
 the model did before), in which the modules also process the B - 1 rows of
@@ -67,31 +68,41 @@ def _pool_picks_in_table(groie, features, boxes, images):
   return tape.gradient(loss, groie.trainable_weights)
 
 
-def _training_picks_rows(setup, features, boxes, precision):
-  picks = tf.reshape(boxes, [-1, 4])
-  images = tf.repeat(tf.range(setup.batch_size), boxes.shape[1])
-  groie = GRoIE(crop_size=CROP_SIZE)
-  groie(features, picks, box_indices=images)  # weights built eagerly
-  bodies = {'GRoIE, flat picks (box_indices)': _pool_picks_flat,
-            'GRoIE, picks in a per-image table': _pool_picks_in_table}
-  functions = {name: tf.function(functools.partial(body, groie, features,
-                                                   picks, images))
-               for name, body in bodies.items()}
-  with tf.device(setup.device):
-    timed = setup.time(functions)
-  flat = next(iter(bodies))
-  case = (f'grid training picks: {picks.shape[0]} of {setup.batch_size} '
-          f'images, {CROP_SIZE}x{CROP_SIZE}, C={setup.channels}, '
-          'forward+backward')
-  return [{
-      'section': 'grid', 'case': case, 'variant': name,
-      'precision': precision, 'xla': False,
-      'extractor_weights': groie.count_params(),
-      'gmac_per_roi': flops.graph_flops(
-          functions[name].get_concrete_function().graph) / 2 /
-                      picks.shape[0] / 1e9,
-      'median_ms': 1e3 * timed[name], 'ratio': timed[name] / timed[flat],
-  } for name in bodies]
+# Images per replica of the picks case: mmdetection's 2 per GPU, and the
+# built-in set's Grid R-CNN (8 on its one replica).
+PICKS_BATCH_SIZES = (2, 8)
+
+
+def _training_picks_rows(setup, num_picks, precision):
+  """Rows of the picks case: `num_picks` boxes spread over B images."""
+  rows = []
+  for batch in PICKS_BATCH_SIZES:
+    features = inputs.fpn_features(batch, setup.image_size, setup.channels,
+                                   tf.float32)
+    picks = tf.reshape(inputs.rois(1, num_picks, setup.image_size), [-1, 4])
+    images = tf.range(num_picks) % batch
+    groie = GRoIE(crop_size=CROP_SIZE)
+    groie(features, picks, box_indices=images)  # weights built eagerly
+    bodies = {'GRoIE, flat picks (box_indices)': _pool_picks_flat,
+              'GRoIE, picks in a per-image table': _pool_picks_in_table}
+    functions = {name: tf.function(functools.partial(body, groie, features,
+                                                     picks, images))
+                 for name, body in bodies.items()}
+    with tf.device(setup.device):
+      timed = setup.time(functions)
+    flat = next(iter(bodies))
+    case = (f'grid training picks: {num_picks} of {batch} images, '
+            f'{CROP_SIZE}x{CROP_SIZE}, C={setup.channels}, forward+backward')
+    rows += [{
+        'section': 'grid', 'case': case, 'variant': name,
+        'precision': precision, 'xla': False,
+        'extractor_weights': groie.count_params(),
+        'gmac_per_roi': flops.graph_flops(
+            functions[name].get_concrete_function().graph) / 2 /
+                        num_picks / 1e9,
+        'median_ms': 1e3 * timed[name], 'ratio': timed[name] / timed[flat],
+    } for name in bodies]
+  return rows
 
 
 def run(setup, precision):
@@ -137,4 +148,4 @@ def run(setup, precision):
           'median_ms': 1e3 * timed[name],
           'ratio': timed[name] / timed[stock],
       })
-  return rows + _training_picks_rows(setup, features, boxes, precision)
+  return rows + _training_picks_rows(setup, num_rois, precision)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras
 
 from benchmarks import flops
+from benchmarks import grid as grid_module
 from benchmarks import timing
 from groie_tf.layers import GRoIE
 
@@ -125,11 +126,16 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
                         rel=0.02))
   assert grid[('forward', 'GRoIE')]['extractor_weights'] > 0
   # Training's picks: in a per-image table GRoIE processes every image's
-  # row, B = 2 times the arithmetic of the flat call.
-  flat, table = [row for row in by_section['grid'] if 'picks' in row['case']]
-  assert 'flat' in flat['variant'] and flat['ratio'] == 1
-  assert table['gmac_per_roi'] == pytest.approx(2 * flat['gmac_per_roi'],
-                                                rel=0.05)
+  # row, B times the arithmetic of the flat call.
+  picks = [row for row in by_section['grid'] if 'picks' in row['case']]
+  assert len(picks) == 2 * len(grid_module.PICKS_BATCH_SIZES)
+  for batch, (flat, table) in zip(grid_module.PICKS_BATCH_SIZES,
+                                  zip(picks[::2], picks[1::2])):
+    assert f'of {batch} images' in flat['case'] and flat['case'] == (
+        table['case'])
+    assert 'flat' in flat['variant'] and flat['ratio'] == 1
+    assert table['gmac_per_roi'] == pytest.approx(
+        batch * flat['gmac_per_roi'], rel=0.05)
   # RoIAlign's gradient by TensorFlow's kernel (the ratios' base), the
   # sparse product and the C++ kernel, for 3 cases.
   kernels = [row['variant'].split()[0] for row in by_section['gradient']]
