@@ -28,6 +28,7 @@ from benchmarks import flops
 from benchmarks import inputs
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
+from groie_tf.modeling import grid_rcnn_model
 
 CROP_SIZE = 14
 
@@ -60,11 +61,9 @@ def _pool_picks_flat(groie, features, boxes, images):
 
 
 def _pool_picks_in_table(groie, features, boxes, images):
-  count = boxes.shape[0]
-  slot = tf.stack([images, tf.range(count)], -1)
-  table = tf.scatter_nd(slot, boxes, [tf.shape(features['2'])[0], count, 4])
   with tf.GradientTape() as tape:
-    loss = tf.reduce_sum(tf.gather_nd(groie(features, table), slot))
+    loss = tf.reduce_sum(grid_rcnn_model.pool_in_per_image_table(
+        groie, features, boxes, images, tf.shape(features['2'])[0]))
   return tape.gradient(loss, groie.trainable_weights)
 
 

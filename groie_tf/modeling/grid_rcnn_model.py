@@ -153,16 +153,22 @@ def grid_training_outputs(aligner, head, features, rois, matched_gt_boxes,
 
 def _pool_picks(aligner, features, boxes, images, batch):
   """`[K, 14, 14, C]` features of `boxes` `[K, 4]`, box k from image
-  `images[k]`.
-
-  GRoIE takes the picks as they are. Model Garden's aligner takes `[B, N,
-  4]` boxes per image: pick k goes to row k of its image, zero boxes fill
-  the other B - 1 rows, and its features are gathered back. That pools B
-  times the boxes used, cheap for one bilinear crop per box; through
-  GRoIE it would also run the 5x5 conv and the attention B times.
-  """
+  `images[k]`: GRoIE takes the picks as they are, Model Garden's aligner in
+  a per-image table (`pool_in_per_image_table`)."""
   if isinstance(aligner, GRoIE):
     return aligner(features, boxes, box_indices=images)
+  return pool_in_per_image_table(aligner, features, boxes, images, batch)
+
+
+def pool_in_per_image_table(aligner, features, boxes, images, batch):
+  """`[K, S, S, C]` features of `boxes` `[K, 4]` by an aligner that takes
+  `[B, N, 4]` boxes per image.
+
+  Pick k goes to row k of its image, zero boxes fill the other B - 1 rows,
+  and its features are gathered back. That pools B times the boxes used:
+  cheap for one bilinear crop per box, not for GRoIE's 5x5 conv and
+  attention (`benchmarks/grid.py` times both).
+  """
   count = boxes.shape[0]
   slot = tf.stack([images, tf.range(count)], -1)
   per_image = tf.scatter_nd(slot, boxes, [batch, count, 4])
