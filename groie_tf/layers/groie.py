@@ -328,12 +328,8 @@ class GRoIE(tf_keras.layers.Layer):
       if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
         raise ValueError('With box_indices, GRoIE takes boxes [K, 4], got '
                          f'{boxes.shape}.')
-      box_indices = tf.convert_to_tensor(box_indices)
-      if (box_indices.shape.rank != 1 or
-          not box_indices.shape.is_compatible_with(boxes.shape[:1])):
-        raise ValueError(f'box_indices must be [K] for boxes {boxes.shape}, '
-                         f'got {box_indices.shape}.')
-      return boxes, box_indices, boxes.shape[0], lambda t: t
+      return (boxes, ops.checked_box_indices(box_indices, boxes),
+              boxes.shape[0], lambda t: t)
     if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
       raise ValueError(f'GRoIE takes boxes [B, N, 4] (or [K, 4] with '
                        f'box_indices), got {boxes.shape}.')

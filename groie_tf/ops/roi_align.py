@@ -56,7 +56,7 @@ from tf_keras.src.utils import control_flow_util
 from groie_tf.ops import native
 
 __all__ = ['roi_align', 'roi_align_flat', 'check_roi_align_arguments',
-           'IMPLEMENTATIONS']
+           'checked_box_indices', 'IMPLEMENTATIONS']
 
 IMPLEMENTATIONS = ('auto', 'crop_and_resize', 'gather')
 
@@ -76,6 +76,17 @@ def check_roi_align_arguments(output_size, sampling_ratio, implementation):
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
                      f'{implementation!r}.')
+
+
+def checked_box_indices(box_indices, boxes: tf.Tensor) -> tf.Tensor:
+  """`box_indices` as a tensor; ValueError unless it is `[K]` for `boxes`
+  `[K, 4]`."""
+  box_indices = tf.convert_to_tensor(box_indices)
+  if (box_indices.shape.rank != 1 or
+      not box_indices.shape.is_compatible_with(boxes.shape[:1])):
+    raise ValueError(f'box_indices must be [K] for boxes {boxes.shape}, got '
+                     f'{box_indices.shape}.')
+  return box_indices
 
 
 def _static_or_dynamic(tensor: tf.Tensor, axis: int):
@@ -383,11 +394,7 @@ def roi_align_flat(features: tf.Tensor,
     raise ValueError(f'features must be [B, H, W, C], got {features.shape}.')
   if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
     raise ValueError(f'boxes must be [K, 4], got {boxes.shape}.')
-  box_indices = tf.convert_to_tensor(box_indices)
-  if (box_indices.shape.rank != 1 or
-      not box_indices.shape.is_compatible_with(boxes.shape[:1])):
-    raise ValueError(f'box_indices must be [K] for boxes {boxes.shape}, got '
-                     f'{box_indices.shape}.')
+  box_indices = checked_box_indices(box_indices, boxes)
   if implementation == 'auto':
     in_xla = control_flow_util.GraphOrParentsInXlaContext(
         tf.compat.v1.get_default_graph())
