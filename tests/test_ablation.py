@@ -88,6 +88,7 @@ def test_a_killed_sweep_goes_on_without_redoing_a_finished_run(
     assert record['status'] == 'ok', record.get('log_tail')
     assert [e['step'] for e in record['evaluations']] == [1, 2]
     assert record['training_seconds'] > 0
+    assert record['machine'] == sweep.machine()
   text = (results / 'ablation.md').read_text()
   assert '| `sum` | 0,1 |' in text
   assert (results / 'ablation' / report.PLOT_NAME).stat().st_size > 10_000

@@ -51,6 +51,40 @@ def test_summary_averages_finished_runs_only():
   assert '![AP over training](ablation/plot.png)' in text
 
 
+def test_training_time_is_averaged_per_kind_of_machine():
+  """A mean over a fast and a slow machine would measure the mix."""
+  fast = {'cpu': 'AMD EPYC', 'cores': 2, 'avx512': True, 'gpus': 0}
+  slow = dict(fast, avx512=False)
+  records = [_record('sum', seed) for seed in range(4)]
+  for record, machine, minutes in zip(records, (fast, slow, fast, None),
+                                      (10, 30, 14, 50)):
+    record['training_seconds'] = 60.0 * minutes
+    if machine:
+      record['machine'] = machine
+  [summary] = report.summarize(records, variants_lib.VARIANTS)
+  by_label = {c['machine']: c for c in summary['cost']}
+  assert sorted(by_label) == ['AMD EPYC, 2 cores, AVX-512, no GPU',
+                              'AMD EPYC, 2 cores, no AVX-512, no GPU',
+                              'not recorded']
+  fast_cost = by_label['AMD EPYC, 2 cores, AVX-512, no GPU']
+  assert fast_cost['seeds'] == [0, 2]
+  assert fast_cost['training_minutes']['mean'] == pytest.approx(12.0)
+  assert by_label['not recorded']['seeds'] == [3]
+  text = report.markdown([summary], records, None)
+  assert ('| `sum` | - | AMD EPYC, 2 cores, AVX-512, no GPU | 0,2 | '
+          '1.50 ± 0.00 | 12.0 ± 2.8 |') in text
+  assert '| not recorded | 3 | 1.50 | 50.0 |' in text
+
+
+def test_the_machine_a_run_records():
+  described = sweep.machine()
+  assert described['cores'] == len(os.sched_getaffinity(0))
+  assert described['cpu'] and described['gpus'] >= 0
+  assert described['avx512'] in (True, False)  # Linux: read from cpuinfo
+  assert sweep.machine_label(described).startswith(described['cpu'])
+  assert sweep.machine_label(dict(described, gpus=2)).endswith(', 2 GPU')
+
+
 def test_every_variant_builds_and_differs():
   """Each row's config validates; no two rows train the same model."""
   configs = []
@@ -78,7 +112,6 @@ def test_a_record_made_with_other_settings_is_not_taken_as_done(tmp_path):
   with pytest.raises(sweep.ConfigMismatch, match='sum_seed0'):
     sweep.run_sweep([variants_lib.BY_NAME['sum']], [0], str(tmp_path / 'w'),
                     str(tmp_path))
-
 
 
 def test_the_report_follows_the_records_on_disk(tmp_path):

@@ -20,6 +20,7 @@ import datetime
 import glob
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -121,6 +122,44 @@ def read_run(model_dir: str) -> Dict[str, Any]:
       'training_seconds': seconds,
       'median_steps_per_second': rates[len(rates) // 2] if rates else None,
   }
+
+
+def machine() -> Dict[str, Any]:
+  """What the runs train on, for their records: training times compare only
+  between runs made on the same kind of machine.
+
+  AVX-512 is named because it alone made a step of the main job 2.5-3
+  times faster on two AMD EPYC machines of the same core count.
+  """
+  cpu, flags = '', set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and not cpu:
+          cpu = value.strip()
+        elif key.strip() == 'flags' and not flags:
+          flags = set(value.split())
+  except OSError:  # not Linux
+    pass
+  return {
+      'cpu': cpu or platform.processor() or platform.machine(),
+      'cores': (len(os.sched_getaffinity(0))
+                if hasattr(os, 'sched_getaffinity') else os.cpu_count()),
+      'avx512': 'avx512f' in flags if flags else None,
+      'gpus': len(tf.config.list_physical_devices('GPU')),
+  }
+
+
+def machine_label(described: Optional[Mapping[str, Any]]) -> str:
+  """`machine()` in a few words; records made before it say so."""
+  if not described:
+    return 'not recorded'
+  parts = [described['cpu'], f'{described["cores"]} cores']
+  if described['avx512'] is not None:
+    parts.append('AVX-512' if described['avx512'] else 'no AVX-512')
+  parts.append(f'{described["gpus"]} GPU' if described['gpus'] else 'no GPU')
+  return ', '.join(parts)
 
 
 def _commit() -> str:
@@ -245,7 +284,7 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
   record = {
       'run': name, 'variant': variant.name, 'seed': seed,
       'experiment': variant.experiment, 'config': config,
-      'commit': _commit(), 'model_dir': model_dir,
+      'commit': _commit(), 'machine': machine(), 'model_dir': model_dir,
       'finished': datetime.datetime.now().isoformat(timespec='seconds'),
       'wall_seconds_last_attempt': round(wall_seconds, 1),
       'exit_code': exit_code,
