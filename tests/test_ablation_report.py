@@ -51,6 +51,37 @@ def test_summary_averages_finished_runs_only():
   assert '![AP over training](ablation/plot.png)' in text
 
 
+def test_each_variant_is_compared_with_the_baseline_of_its_seed():
+  records = [_record('stock', 0, box=0.50, mask=0.40),
+             _record('stock', 1, box=0.60, mask=0.50),
+             _record('stock', 2, status='failed'),
+             _record('groie', 0, box=0.53, mask=0.39),
+             _record('groie', 1, box=0.65, mask=0.48),
+             _record('groie', 2, box=0.90),  # no baseline for seed 2
+             _record('random', 1, box=0.45)]
+  records[1]['resumed_at'] = [350]  # stock, seed 1
+  records[3]['resumed_at'] = [100]  # groie, seed 0
+  paired = report.against_baseline(records, variants_lib.VARIANTS)
+  assert [p['variant'] for p in paired] == ['random', 'groie']
+  groie = paired[1]
+  assert groie['seeds'] == [0, 1] and groie['resumed'] == [0, 1]
+  assert paired[0]['resumed'] == [1]  # through the baseline's run
+  assert groie['AP']['per_seed'] == pytest.approx([0.03, 0.05])
+  assert groie['AP']['std'] == pytest.approx(np.std([0.03, 0.05], ddof=1))
+  # Differences below zero are values, not pycocotools' -1 for "none".
+  assert groie['mask_AP']['per_seed'] == pytest.approx([-0.01, -0.02])
+  assert groie['mask_AP']['mean'] == pytest.approx(-0.015)
+  assert groie['AP']['seeds_ahead'] == 2
+  assert groie['mask_AP']['seeds_ahead'] == 0
+  assert paired[0]['AP']['per_seed'] == pytest.approx([-0.15])
+  assert paired[0]['AP']['std'] is None
+  summaries = report.summarize(records, variants_lib.VARIANTS)
+  text = report.markdown(summaries, records, None, paired)
+  assert ('| `groie` | 0*,1* | +3.0, +5.0 | +4.0 ± 1.4 | 2 of 2 | '
+          '-1.0, -2.0 | -1.5 ± 0.7 | 0 of 2 |') in text
+  assert '| `random` | 1* | -15.0 | -15.0 | 0 of 1 |' in text
+
+
 def test_training_time_is_averaged_per_kind_of_machine():
   """A mean over a fast and a slow machine would measure the mix."""
   fast = {'cpu': 'AMD EPYC', 'cores': 2, 'avx512': True, 'gpus': 0}

@@ -3,7 +3,8 @@
 Everything is computed from the records alone (`sweep.load_records`), so
 the report can be rebuilt from a clone without the checkpoints. Means and
 standard deviations are over the seeds of a variant whose runs finished;
-failed runs are listed, never averaged.
+failed runs are listed, never averaged. Beside them, each variant minus the
+baseline of the same seed, and training times per kind of machine.
 """
 
 import json
@@ -22,6 +23,8 @@ from groie_tf.layers import GRoIE
 BOX_METRICS = training.BOX_METRICS
 MASK_METRICS = training.MASK_METRICS
 PLOT_NAME = 'ap_over_steps.png'
+# The row every other is compared with seed by seed: today's baseline.
+BASELINE = 'stock'
 
 
 def extractor_parameters(variant: variants_lib.Variant) -> int:
@@ -104,6 +107,50 @@ def summarize(records: Sequence[Mapping[str, Any]],
   return summaries
 
 
+def against_baseline(records: Sequence[Mapping[str, Any]],
+                     variants: Sequence[variants_lib.Variant],
+                     baseline: str = BASELINE) -> List[Dict[str, Any]]:
+  """Each variant's box and mask AP minus the baseline's of the same seed.
+
+  Runs of one seed see the same images in the same order with the same
+  flips (the input is deterministic and does not depend on the model), so
+  a per-seed difference leaves out the part of the spread that the data
+  order causes. A run resumed from a checkpoint was reseeded there
+  (`resumed_at`), so from that step on its batches differ: such seeds are
+  listed in 'resumed'. Variants in `variants` order; only seeds that both
+  the variant and the baseline finished.
+  """
+  ok = {(r['variant'], r['seed']): r for r in records if r['status'] == 'ok'}
+  base = {seed: run for (name, seed), run in ok.items() if name == baseline}
+  out = []
+  for name in [v.name for v in variants if v.name != baseline]:
+    seeds = sorted(seed for (other, seed) in ok
+                   if other == name and seed in base)
+    if not seeds:
+      continue
+    entry: Dict[str, Any] = {
+        'variant': name, 'baseline': baseline, 'seeds': seeds,
+        'resumed': [seed for seed in seeds
+                    if ok[(name, seed)].get('resumed_at')
+                    or base[seed].get('resumed_at')]}
+    for metric in ('AP', 'mask_AP'):
+      differences = [ok[(name, seed)]['final'][metric]
+                     - base[seed]['final'][metric] for seed in seeds]
+      entry[metric] = {
+          'per_seed': differences,
+          'mean': statistics.fmean(differences),
+          'std': (statistics.stdev(differences) if len(differences) > 1
+                  else None),
+          'seeds_ahead': sum(d > 0 for d in differences)}
+    out.append(entry)
+  return out
+
+
+def _points(value: float) -> str:
+  """An AP difference in AP points, signed: 0.039 -> '+3.9'."""
+  return f'{100 * value:+.1f}'
+
+
 def _cell(stats: Mapping[str, Any], digits: int = 3) -> str:
   if stats['mean'] is None:
     return '-'
@@ -118,7 +165,8 @@ def _paper(value: Optional[float]) -> str:
 
 def markdown(summaries: Sequence[Mapping[str, Any]],
              records: Sequence[Mapping[str, Any]],
-             plot_path: Optional[str]) -> str:
+             plot_path: Optional[str],
+             paired: Sequence[Mapping[str, Any]] = ()) -> str:
   """The report's text."""
   commits = sorted({r.get('commit') or '?' for r in records})
   code = f' (code at commit {", ".join(commits)})' if commits else ''
@@ -149,6 +197,33 @@ def markdown(summaries: Sequence[Mapping[str, Any]],
           [f'`{s["variant"]}`', seeds] +
           [_cell(s['metrics'][n]) for n in names] +
           [_paper(s[paper_key])]) + ' |')
+    lines.append('')
+  if paired:
+    baseline = paired[0]['baseline']
+    lines += [f'## Against `{baseline}`, seed by seed', '',
+              f"Each variant's AP minus `{baseline}`'s with the same seed, in "
+              'AP points. Runs of one seed train on the same batches, so '
+              'these differences leave out the part of the spread that '
+              'the data order causes (not the part the initialisation '
+              'causes). "Ahead" counts the seeds where the variant is '
+              'above. A seed marked * had a run resumed from a checkpoint, '
+              'which reseeds the input from there on: its batches differ '
+              'after that step.', '',
+              '| variant | seeds | box AP, per seed | mean ± std | ahead '
+              '| mask AP, per seed | mean ± std | ahead |',
+              '| --- | --- | --- | --- | --- | --- | --- | --- |']
+    for entry in paired:
+      cells = [f'`{entry["variant"]}`', ','.join(
+          f'{seed}*' if seed in entry['resumed'] else str(seed)
+          for seed in entry['seeds'])]
+      for metric in ('AP', 'mask_AP'):
+        stats = entry[metric]
+        spread = ('' if stats['std'] is None
+                  else f' ± {100 * stats["std"]:.1f}')
+        cells += [', '.join(_points(d) for d in stats['per_seed']),
+                  _points(stats['mean']) + spread,
+                  f'{stats["seeds_ahead"]} of {len(entry["seeds"])}']
+      lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
   lines += ['## Cost', '',
             '| variant | RoI extractor weights | machine | seeds '
@@ -236,6 +311,7 @@ def write(results_dir: str, variants: Sequence[variants_lib.Variant]) -> str:
     if name in variants_lib.BY_NAME:
       parameters[name] = extractor_parameters(variants_lib.BY_NAME[name])
   summaries = summarize(records, variants, parameters)
+  paired = against_baseline(records, variants)
   directory = os.path.join(results_dir, 'ablation')
   os.makedirs(directory, exist_ok=True)
   has_curves = any(r['status'] == 'ok' and r['evaluations'] for r in records)
@@ -245,9 +321,11 @@ def write(results_dir: str, variants: Sequence[variants_lib.Variant]) -> str:
   elif os.path.exists(plot_path):  # drawn from records deleted since
     os.remove(plot_path)
   with open(os.path.join(directory, 'ablation.json'), 'w') as f:
-    json.dump({'variants': summaries}, f, indent=1)
+    json.dump({'variants': summaries, 'against_baseline': paired}, f,
+              indent=1)
   path = os.path.join(results_dir, 'ablation.md')
   with open(path, 'w') as f:
     f.write(markdown(summaries, records,
-                     f'ablation/{PLOT_NAME}' if has_curves else None))
+                     f'ablation/{PLOT_NAME}' if has_curves else None,
+                     paired))
   return path
