@@ -128,8 +128,8 @@ def machine() -> Dict[str, Any]:
   """What the runs train on, for their records: training times compare only
   between runs made on the same kind of machine.
 
-  AVX-512 is named because it alone made a step of the main job 2.5-3
-  times faster on two AMD EPYC machines of the same core count.
+  AVX-512 is named because 2-core AMD EPYC machines with it trained the
+  main job 2 to 3 times faster than 2-core ones without it.
   """
   cpu, flags = '', set()
   try:
