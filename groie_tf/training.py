@@ -3,8 +3,8 @@
 1. The strategy uses every visible GPU. Model Garden's `runtime.num_gpus`
    defaults to 0, which silently builds a CPU-only `MirroredStrategy` on a
    GPU machine; here 0 means "all visible GPUs" (hide them with
-   `CUDA_VISIBLE_DEVICES=` to train on CPU). The strategy and its replicas
-   are logged at start.
+   `CUDA_VISIBLE_DEVICES=` to train on CPU). The strategy, its replicas and
+   TensorFlow's CPU kernel library (`cpu_kernels`) are logged at start.
 2. Progress: every `trainer.steps_per_loop` steps a line with the step, the
    losses, steps/s and the ETA (Model Garden logs no ETA).
 3. Stopping and resuming: SIGTERM or SIGINT save a checkpoint at the
@@ -38,6 +38,7 @@ from official.core import config_definitions as cfg
 from official.core import task_factory
 from official.core import train_utils
 from official.modeling import performance
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 # Registers the groie_tf experiments and task with Model Garden.
 from groie_tf import registry_imports  # pylint: disable=unused-import
@@ -52,6 +53,20 @@ MASK_METRICS = tuple('mask_' + name for name in BOX_METRICS)
 # Grid R-CNN's detections before the grid's vote (`GridRCNNTask`).
 BEFORE_GRID_METRICS = tuple(grid_rcnn_task.BEFORE_GRID_PREFIX + name
                             for name in BOX_METRICS)
+
+
+def cpu_kernels() -> str:
+  """'oneDNN' or 'Eigen': the CPU kernels TensorFlow chose when it started.
+
+  TensorFlow's Linux wheels run oneDNN's kernels on CPUs with AVX-512 VNNI
+  or BF16, AVX-VNNI or AMX, and Eigen's on others;
+  `TF_ENABLE_ONEDNN_OPTS=0` or `1` overrides that. The two round
+  differently, so one seed trains to other weights under each (the tiny
+  experiment's losses are 0.5% apart after one step,
+  tests/test_training.py). Two runs on one machine end bit for bit equal;
+  on another processor even the same library may not (docs/results.md).
+  """
+  return 'oneDNN' if _pywrap_util_port.IsMklEnabled() else 'Eigen'
 
 
 def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
@@ -70,9 +85,10 @@ def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
     devices = strategy.extended.worker_devices
   except (AttributeError, RuntimeError):  # not every strategy lists them
     devices = ()
-  logging.info('Distribution: %s with %d replica(s) in sync on %s',
-               type(strategy).__name__, strategy.num_replicas_in_sync,
-               ', '.join(devices) or 'the default device')
+  logging.info('Distribution: %s with %d replica(s) in sync on %s; CPU '
+               'kernels: %s', type(strategy).__name__,
+               strategy.num_replicas_in_sync,
+               ', '.join(devices) or 'the default device', cpu_kernels())
   return strategy
 
 

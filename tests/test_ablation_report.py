@@ -114,6 +114,13 @@ def test_the_machine_a_run_records():
   assert described['avx512'] in (True, False)  # Linux: read from cpuinfo
   assert sweep.machine_label(described).startswith(described['cpu'])
   assert sweep.machine_label(dict(described, gpus=2)).endswith(', 2 GPU')
+  # tests/test_training.py's golden losses check cpu_kernels() under each
+  # TF_ENABLE_ONEDNN_OPTS.
+  assert described['cpu_kernels'] in ('oneDNN', 'Eigen')
+  assert f', {described["cpu_kernels"]} kernels, ' in sweep.machine_label(
+      described)
+  older = {k: v for k, v in described.items() if k != 'cpu_kernels'}
+  assert 'kernels' not in sweep.machine_label(older)
 
 
 def test_every_variant_builds_and_differs():

@@ -32,6 +32,7 @@ from absl import logging
 import tensorflow as tf
 import yaml
 
+from groie_tf import training
 from groie_tf.ablation import variants as variants_lib
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -129,7 +130,9 @@ def machine() -> Dict[str, Any]:
   between runs made on the same kind of machine.
 
   AVX-512 is named because 2-core AMD EPYC machines with it trained the
-  main job 2 to 3 times faster than 2-core ones without it.
+  main job 2 to 3 times faster than 2-core ones without it; the CPU kernel
+  library (`training.cpu_kernels`) because one seed trains to other weights
+  under each.
   """
   cpu, flags = '', set()
   try:
@@ -148,6 +151,7 @@ def machine() -> Dict[str, Any]:
                 if hasattr(os, 'sched_getaffinity') else os.cpu_count()),
       'avx512': 'avx512f' in flags if flags else None,
       'gpus': len(tf.config.list_physical_devices('GPU')),
+      'cpu_kernels': training.cpu_kernels(),
   }
 
 
@@ -158,6 +162,8 @@ def machine_label(described: Optional[Mapping[str, Any]]) -> str:
   parts = [described['cpu'], f'{described["cores"]} cores']
   if described['avx512'] is not None:
     parts.append('AVX-512' if described['avx512'] else 'no AVX-512')
+  if described.get('cpu_kernels'):  # older records lack it
+    parts.append(described['cpu_kernels'] + ' kernels')
   parts.append(f'{described["gpus"]} GPU' if described['gpus'] else 'no GPU')
   return ', '.join(parts)
 
