@@ -32,6 +32,17 @@ pytestmark = pytest.mark.slow
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _json_from_helper(module, *args, **env):
+  """The JSON line a helper module (`python -m tests.<module>`) prints last,
+  run in its own process with `env` added to the environment."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'tests.' + module, *args],
+      cwd=_ROOT, capture_output=True, text=True, timeout=1200,
+      env=dict(os.environ, PYTHONPATH=_ROOT, **env))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 # One SGD step (learning rate 0.01) of the tiny GRoIE experiment
 # (task.seed = 0) on its first batch of two different images, run by
 # tests/seeded_step.py with each of TensorFlow's CPU kernel libraries: Model
@@ -100,14 +111,9 @@ GOLDEN_TOLERANCE = {'initial': 1e-4, 'after_one_step': 2e-3}
 @pytest.mark.parametrize('cpu_kernels', sorted(GOLDEN_LOSSES))
 def test_seeded_tiny_experiment_reproduces_its_golden_losses(tiny_shapes,
                                                              cpu_kernels):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tests.seeded_step',
-       json.dumps(tiny_shapes.as_dict())],
-      cwd=_ROOT, capture_output=True, text=True, timeout=1200,
-      env=dict(os.environ, PYTHONPATH=_ROOT,
-               TF_ENABLE_ONEDNN_OPTS='1' if cpu_kernels == 'oneDNN' else '0'))
-  assert result.returncode == 0, result.stderr[-3000:]
-  losses = json.loads(result.stdout.strip().splitlines()[-1])
+  losses = _json_from_helper(
+      'seeded_step', json.dumps(tiny_shapes.as_dict()),
+      TF_ENABLE_ONEDNN_OPTS='1' if cpu_kernels == 'oneDNN' else '0')
   assert losses.pop('cpu_kernels') == cpu_kernels
   for stage, tolerance in GOLDEN_TOLERANCE.items():
     golden = GOLDEN_LOSSES[cpu_kernels][stage]
@@ -177,13 +183,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
                                    'grid_groie'])
 def test_two_replica_mirrored_step_matches_the_single_device_step(
     tiny_shapes, model):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tests.mirrored_step',
-       json.dumps(tiny_shapes.as_dict()), model],
-      cwd=_ROOT, capture_output=True, text=True, timeout=1200,
-      env=dict(os.environ, PYTHONPATH=_ROOT))
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  report = _json_from_helper('mirrored_step',
+                             json.dumps(tiny_shapes.as_dict()), model)
   same, two = report['same_image'], report['two_images']
   assert same['replicas'] == two['replicas'] == 2
   for case in (same, two):
