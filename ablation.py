@@ -27,6 +27,7 @@ from groie_tf import cli
 from groie_tf.ablation import report
 from groie_tf.ablation import sweep
 from groie_tf.ablation import variants as variants_lib
+from groie_tf.errors import UserError
 
 _VARIANTS = flags.DEFINE_list(
     'variants', [v.name for v in variants_lib.VARIANTS],
@@ -55,7 +56,7 @@ _REPORT_ONLY = flags.DEFINE_boolean(
 def _variants():
   unknown = [n for n in _VARIANTS.value if n not in variants_lib.BY_NAME]
   if unknown:
-    raise cli.UserError(
+    raise UserError(
         f'Unknown variant(s) {", ".join(unknown)}; the variants are '
         f'{", ".join(variants_lib.BY_NAME)}.')
   return [variants_lib.BY_NAME[n] for n in _VARIANTS.value]
@@ -65,7 +66,7 @@ def _seeds():
   try:
     return [int(seed) for seed in _SEEDS.value]
   except ValueError as error:
-    raise cli.UserError(f'--seeds must be integers: {error}') from error
+    raise UserError(f'--seeds must be integers: {error}') from error
 
 
 def _override():
@@ -73,7 +74,7 @@ def _override():
     return {}
   override = yaml.safe_load(_PARAMS_OVERRIDE.value)
   if not isinstance(override, dict):
-    raise cli.UserError('--params_override must be a YAML mapping, such as '
+    raise UserError('--params_override must be a YAML mapping, such as '
                         "'{trainer: {train_steps: 10}}'.")
   return override
 
@@ -90,7 +91,7 @@ def main(_):
                       _EVAL_INTERVAL.value, override, _MAX_RUNS.value,
                       on_record=write_report)
     except sweep.ConfigMismatch as error:
-      raise cli.UserError(str(error)) from error
+      raise UserError(str(error)) from error
     except sweep.SweepStopped as stopped:
       logging.warning('Ablation stopped by %s; the running run saved its '
                       'step. Run the same command to go on.', stopped)

@@ -25,6 +25,7 @@ from absl import logging
 import tensorflow as tf
 
 from groie_tf import cli
+from groie_tf.errors import UserError
 from groie_tf.serving import predict
 
 _SAVED_MODEL_DIR = flags.DEFINE_string('saved_model_dir', None,
@@ -72,7 +73,7 @@ def main(argv: Sequence[str]) -> None:
   print(f'{len(results)} detections in {len(paths) - len(unreadable)} images '
         f'written to {_OUTPUT_DIR.value}')
   if unreadable:
-    raise cli.UserError(f'{len(unreadable)} image(s) could not be read and '
+    raise UserError(f'{len(unreadable)} image(s) could not be read and '
                         f'were skipped: {", ".join(unreadable)}')
 
 

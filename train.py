@@ -15,12 +15,13 @@ named in `TF_CONFIG`, or `tpu`. A run restarted with the same `--model_dir`
 resumes from its last checkpoint; SIGTERM or Ctrl-C saves one at the current
 step first (the exit status is then 128 + the signal's number).
 
-A mistake in the command or the data prints one line saying what to change
-and exits with status 2 (`--traceback` for the whole story).
+A mistake in the command, the config or the data prints one line saying
+what to change and exits with status 2 (`--traceback` for the whole story);
+a record that does not decode stops training that way too, after a
+checkpoint of the last completed step.
 """
 
 from absl import flags
-import tensorflow as tf
 from official.common import flags as tfm_flags
 from official.core import train_utils
 
@@ -35,16 +36,7 @@ def main(_):
   # Overrides, validates; the config is saved to model_dir/params.yaml
   # rather than logged (300 lines).
   params = train_utils.parse_configuration(FLAGS, print_return=False)
-  try:
-    training.run(params, FLAGS.mode, FLAGS.model_dir, FLAGS.experiment)
-  except tf.errors.DataLossError as error:
-    data = params.task.train_data.input_path or 'the built-in data set'
-    raise cli.UserError(
-        f'A record of the data is corrupt (TensorFlow: '
-        f'{str(error).splitlines()[0]}), in {data} or '
-        f'{params.task.validation_data.input_path or "its validation set"}. '
-        'TensorFlow does not name the file: find it with python -m '
-        f'groie_tf.data.check_tfrecords --pattern=\'<files>\'') from error
+  training.run(params, FLAGS.mode, FLAGS.model_dir, FLAGS.experiment)
 
 
 if __name__ == '__main__':

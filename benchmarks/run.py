@@ -3,6 +3,8 @@ r"""Benchmarks GRoIE against Model Garden's stock aligner; prints a table.
     python -m benchmarks.run               # 2 CPU cores: about 5 minutes
     python -m benchmarks.run --sections=pooling --precisions=float32
     python -m benchmarks.run --tables_of=docs/benchmarks/cpu.json
+    python -m benchmarks.run --sections=inference --precisions=float32 \
+        --xla=off --output=docs/benchmarks/cpu_inference.json
 
 Sections: `pooling` (RoIAlign over 4 levels vs the stock aligner), `layer`
 (the paper's GRoIE vs the stock aligner and a plain conv of its size,
@@ -14,7 +16,10 @@ of the paper's Tables I-IV, and `ablation` a training step of each variant
 of `ablation.py`, `gcnet` the R50 and R101 backbones with and without
 GCNet's context blocks, `grid` Grid R-CNN's grid branch per RoI with
 either extractor, and `gradient` RoIAlign's feature gradient by the C++
-kernel, its sparse fallback and TensorFlow's racy kernel, in float32. Every time is the
+kernel, its sparse fallback and TensorFlow's racy kernel, in float32.
+`inference` (not among the default sections: about 10 minutes on 2 CPU
+cores) times one image through the COCO Mask R-CNN stage by stage, with
+the stock aligners and with GRoIE, at `--inference_sizes`. Every time is the
 median of `--repeats` rounds after `--warmup` rounds, and `ratio` divides it
 by its section's baseline (the stock aligner) timed in the same rounds.
 
@@ -45,6 +50,7 @@ from benchmarks import end_to_end
 from benchmarks import gcnet
 from benchmarks import gradient
 from benchmarks import grid
+from benchmarks import inference
 from benchmarks import layer
 from benchmarks import options
 from benchmarks import pooling
@@ -52,10 +58,14 @@ from benchmarks import timing
 
 SECTIONS = {'pooling': pooling, 'layer': layer, 'end_to_end': end_to_end,
             'options': options, 'ablation': ablation, 'gcnet': gcnet,
-            'grid': grid, 'gradient': gradient}
+            'grid': grid, 'gradient': gradient, 'inference': inference}
+# Run unless --sections names others.
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != 'inference']
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
-_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections to run.')
+_SECTIONS = flags.DEFINE_list(
+    'sections', DEFAULT_SECTIONS,
+    f'Sections to run, of {", ".join(SECTIONS)}.')
 _PRECISIONS = flags.DEFINE_list('precisions', list(PRECISIONS),
                                 'Keras mixed-precision policies.')
 _XLA = flags.DEFINE_list('xla', ['off', 'on'], 'XLA settings: off, on.')
@@ -76,6 +86,9 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     'image_size', 1024, 'Input side whose FPN shapes the pooling and layer '
     'sections use.')
 _CHANNELS = flags.DEFINE_integer('channels', 256, 'FPN channels.')
+_INFERENCE_SIZES = flags.DEFINE_list(
+    'inference_sizes', [f'{h}x{w}' for h, w in inference.INPUT_SIZES],
+    'HEIGHTxWIDTH inputs of the inference section.')
 _TABLES_OF = flags.DEFINE_string(
     'tables_of', None, 'Print the tables of this JSON report and exit.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON file written.')
@@ -95,6 +108,7 @@ class Setup:
   repeats: int
   image_size: int  # the pooling and layer sections' FPN is of this input
   channels: int
+  inference_sizes: Tuple[Tuple[int, int], ...] = inference.INPUT_SIZES
   batch_size: int = 2
 
   def compute_dtype(self, precision):
@@ -174,7 +188,9 @@ def main(argv):
       e2e_batch_size=_E2E_BATCH_SIZE.value,
       xla=tuple(setting == 'on' for setting in _XLA.value),
       warmup=_WARMUP.value, repeats=_REPEATS.value,
-      image_size=_IMAGE_SIZE.value, channels=_CHANNELS.value)
+      image_size=_IMAGE_SIZE.value, channels=_CHANNELS.value,
+      inference_sizes=tuple(tuple(int(v) for v in size.split('x'))
+                            for size in _INFERENCE_SIZES.value))
   rows = []
   started = datetime.datetime.now()
   for precision in _PRECISIONS.value:

@@ -6,14 +6,23 @@ either, losing every step since the last interval checkpoint (up to
 `trainer.checkpoint_interval`). Here the first signal asks the run to stop:
 at the end of the current loop of `trainer.steps_per_loop` steps, every
 worker stops together, and `groie_tf.training.run` saves a checkpoint at
-that step. A second signal acts as usual (stops at once, no checkpoint).
+that step. A second signal ends the process at once, without a checkpoint,
+with status 128 + the signal's number.
 
-A signal handler runs only once the step loop, a single TensorFlow call,
-returns: the stop comes at most one loop after the signal.
+A Python signal handler runs only when the main thread returns to the
+interpreter, which a loop of steps (one TensorFlow call, minutes long on a
+CPU) does not do until it ends: a handler alone neither acknowledges the
+first signal nor honours the second. So the signals are also written, by
+CPython's C-level handler, to a pipe (`signal.set_wakeup_fd`) that a
+watcher thread reads while TensorFlow runs: it logs the first signal at
+once and ends the process on the second (`os._exit`). The stop itself still
+comes at the end of the loop.
 """
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from typing import Any, Iterator, Optional
 
@@ -61,24 +70,52 @@ class SignalStop:
 
   @contextlib.contextmanager
   def handling_signals(self) -> Iterator[None]:
-    """Installs the handlers for the block (main thread only), then restores
-    the previous ones."""
+    """Installs the handlers and the watcher for the block (main thread
+    only), then restores the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
       yield  # Python delivers signals to the main thread only
       return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # set_wakeup_fd requires it
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
     for s in _SIGNALS:
-      signal.signal(s, self._on_signal)
+      # The C-level handler that Python installs with it writes to the pipe;
+      # the Python-level one has nothing left to do.
+      signal.signal(s, lambda signal_number, frame: None)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=self._watch, args=(read_end,),
+                               name='signal_watcher', daemon=True)
+    watcher.start()
     try:
       yield
     finally:
+      signal.set_wakeup_fd(previous_fd)
       for s, handler in previous.items():
         signal.signal(s, handler)
+      os.close(write_end)  # the watcher reads the end of the pipe and returns
+      watcher.join()
+      os.close(read_end)
 
-  def _on_signal(self, signal_number: int, frame: Any) -> None:
-    del frame
-    self._signal_number = signal_number
+  def _watch(self, read_end: int) -> None:
+    """Acts on each signal written to the pipe, while the main thread may be
+    inside TensorFlow."""
+    while True:
+      received = os.read(read_end, 64)
+      if not received:
+        return
+      for signal_number in received:
+        if signal_number in _SIGNALS:
+          self._on_signal(signal_number)
+
+  def _on_signal(self, signal_number: int) -> None:
     name = signal.Signals(signal_number).name
+    if self._signal_number is not None:
+      logging.warning('%s received again: exiting now, without a checkpoint.',
+                      name)
+      logging.flush()
+      sys.stderr.flush()
+      os._exit(128 + signal_number)  # pylint: disable=protected-access
+    self._signal_number = signal_number
     if self._saves_checkpoint:
       logging.warning('%s received: stopping at the end of this loop of '
                       'steps with a checkpoint (send %s again to stop at '
@@ -87,9 +124,6 @@ class SignalStop:
       logging.warning('%s received: stopping at the end of this loop of '
                       'evaluation steps (send %s again to stop at once).',
                       name, name)
-    # The next signal gets the default behaviour.
-    signal.signal(signal_number, signal.default_int_handler
-                  if signal_number == signal.SIGINT else signal.SIG_DFL)
 
   def _sum_over_workers(self, value: tf.Tensor) -> tf.Tensor:
     per_replica = self._strategy.run(tf.identity, args=(value,))

@@ -15,6 +15,7 @@ import tf_keras
 
 from benchmarks import flops
 from benchmarks import grid as grid_module
+from benchmarks import inference
 from benchmarks import timing
 from groie_tf.layers import GRoIE
 
@@ -155,6 +156,55 @@ def test_the_benchmark_command_writes_every_section(tmp_path):
   added = 1 - 1 / with_groie['predicted']
   assert with_groie['groie_flop_share'] >= added
   assert stock['groie_flop_share'] == 0
+
+
+def test_the_inference_section_counts_groie_at_its_arithmetic(tmp_path):
+  """One 128 px image through the COCO models: every stage of every
+  variant, the stages composing to the model's own call, and the box RoI
+  extractor at the FLOPs of GRoIE's 5x5 conv on 1000 proposals x 4 levels
+  (642 GFLOP whatever the image size)."""
+  output = tmp_path / 'inference.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.run', '--sections=inference',
+       '--precisions=float32', '--xla=off', '--warmup=0', '--repeats=1',
+       '--inference_sizes=128x128', f'--output={output}'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=1800,
+      env=dict(os.environ, PYTHONPATH=_ROOT))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '### inference' in result.stdout
+  rows = {(row['variant'], row['stage']): row
+          for row in json.loads(output.read_text())['rows']}
+  variants = [name for name, _ in inference.VARIANTS]
+  assert set(rows) == {(v, s) for v in variants
+                       for s in (*inference.STAGES, 'whole model')}
+  stock, groie, fewer = variants
+  assert all(rows[stock, s]['ratio'] == 1 for s in inference.STAGES)
+  conv = 2 * 1000 * 4 * 7 * 7 * 256 * 256 * 25 / 1e9  # 642.3
+  box = rows[groie, 'box RoI extractor']['gflop']
+  assert conv < box < 1.05 * conv
+  assert rows[fewer, 'box RoI extractor']['gflop'] == pytest.approx(
+      0.3 * box, rel=1e-3)
+  # The stock aligner's level rule and sampling: element-wise only.
+  assert rows[stock, 'box RoI extractor']['gflop'] < 1e-3 * box
+  # The mask branch: 100 detections x 4 levels at 14 x 14.
+  mask_conv = 2 * 100 * 4 * 14 * 14 * 256 * 256 * 25 / 1e9
+  assert mask_conv < rows[groie, 'mask RoI extractor']['gflop'] < (
+      1.05 * mask_conv)
+  # The stages are the model's inference, and count its FLOPs (anchors
+  # aside).
+  for variant in variants:
+    whole = rows[variant, 'whole model']
+    assert whole['staged_same_classes'], whole
+    # Seen: 3.5e-4 px and 4.2e-4 (oneDNN fuses the ops of one function
+    # and of the stages' functions apart); a wrong box decoding is pixels off.
+    assert whole['staged_box_error_px'] < 1e-2, whole
+    assert whole['staged_score_error'] < 1e-4, whole
+    assert whole['staged_mask_error'] < 5e-3, whole
+    total = sum(rows[variant, s]['gflop'] for s in inference.STAGES)
+    assert total == pytest.approx(rows[variant, 'whole model']['gflop'],
+                                  rel=1e-3)
+    assert rows[variant, 'backbone']['gflop'] == pytest.approx(
+        rows[stock, 'backbone']['gflop'])
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Training: a step lowers the loss, replicas agree, runs resume, train.py runs."""
 
+import glob
 import json
 import os
 import pathlib
@@ -13,15 +14,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from official.common import distribute_utils
 from official.core import task_factory
 from official.core import train_lib
 from official.modeling import hyperparams
 
 from groie_tf import training
 from groie_tf.ablation import sweep
+from groie_tf.data import shapes
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.layers import GRoIE
+from tests.damaged_records import truncated_jpeg_copy
 from tests.seeded_step import model_losses
 from tests.tiny_experiment import tiny_experiment
 
@@ -244,26 +246,6 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(tiny_shapes, tmp_path):
   assert tf.train.latest_checkpoint(model_dir).endswith('ckpt-4')
 
 
-def test_strategy_defaults_to_every_visible_gpu(monkeypatch):
-  seen = {}
-
-  def fake_strategy(**kwargs):
-    seen.update(kwargs)
-    return tf.distribute.get_strategy()
-
-  monkeypatch.setattr(distribute_utils, 'get_distribution_strategy',
-                      fake_strategy)
-  monkeypatch.setattr(tf.config, 'list_physical_devices',
-                      lambda kind=None: ['gpu0', 'gpu1', 'gpu2'])
-  config = tiny_experiment.__globals__['exp_factory'].get_exp_config(
-      'maskrcnn_shapes')
-  training.build_strategy(config.runtime)
-  assert seen['num_gpus'] == 3 and seen['distribution_strategy'] == 'mirrored'
-  config.runtime.num_gpus = 1  # an explicit count is kept
-  training.build_strategy(config.runtime)
-  assert seen['num_gpus'] == 1
-
-
 def test_progress_logger_reports_rate_and_eta(monkeypatch):
   clock = iter([100.0, 110.0])
   monkeypatch.setattr(training.time, 'monotonic', lambda: next(clock))
@@ -345,7 +327,20 @@ def _assert_train_py_reported(result, model_dir):
   assert metrics['step'] == 4 and 0 <= metrics['metrics']['mask_AP'] <= 1
   assert 'validation_loss' not in metrics['metrics']  # always 0.0
   assert 'Distribution: MirroredStrategy with 1 replica(s)' in result.stderr
+  assert ('Precision: float32 (runtime.mixed_precision_dtype is unset).'
+          in result.stderr)
   assert 'ETA' in result.stderr
+  # The evaluation's length, from the data (4 records in batches of 2,
+  # capped by the tiny experiment's validation_steps: 1), and its progress.
+  assert re.search(r'Evaluation: 1 step\(s\) of 2 image\(s\), over the 4 '
+                   r'record\(s\) of \S+val-\*\.', result.stderr)
+  assert 'evaluation step 1/1 (100%) | warming up | ETA unknown' in (
+      result.stderr)
+  assert 'Evaluation: 1 step(s) run; computing the COCO metrics.' in (
+      result.stderr)
+  for noise in ('Local rendezvous is aborting with status: OUT_OF_RANGE',
+                'failed call to cuInit'):
+    assert noise not in result.stderr, noise
   assert os.listdir(model_dir / 'train') and os.listdir(model_dir /
                                                         'validation')
   assert (model_dir / 'params.yaml').exists()
@@ -392,10 +387,21 @@ def _stop_reports(log_path):
                     pathlib.Path(log_path).read_text())
 
 
+def _train_py_failing(config_file, model_dir):
+  """train.py --mode=train on a config file, which must fail as a user's
+  mistake: status 2, no traceback."""
+  result = subprocess.run(
+      [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
+       '--mode=train', f'--model_dir={model_dir}',
+       f'--config_file={config_file}'],
+      cwd=_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  return result
+
+
 def test_a_corrupt_record_names_the_data_and_the_checker(tiny_shapes,
                                                          tmp_path):
-  import glob  # pylint: disable=g-import-not-at-top
-  from groie_tf.data import shapes  # pylint: disable=g-import-not-at-top
   source, = glob.glob(os.path.join(shapes.dataset_dir(tiny_shapes),
                                    'train-*'))
   data = bytearray(open(source, 'rb').read())
@@ -408,16 +414,85 @@ def test_a_corrupt_record_names_the_data_and_the_checker(tiny_shapes,
           'input_path': str(damaged)}}})
   config_file = tmp_path / 'tiny.yaml'
   hyperparams.save_params_dict_to_yaml(config, str(config_file))
-  result = subprocess.run(
-      [sys.executable, 'train.py', '--experiment=groie_maskrcnn_shapes',
-       '--mode=train', f'--model_dir={tmp_path / "model"}',
-       f'--config_file={config_file}'],
-      cwd=_ROOT, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert 'Traceback' not in result.stderr
-  assert re.search(r'error: A record of the data is corrupt .*'
-                   + re.escape(str(damaged)) + r'.*python -m '
+  result = _train_py_failing(config_file, tmp_path / 'model')
+  assert re.search(r'error: The training data ' + re.escape(str(damaged)) +
+                   r' stopped the run: .*corrupted record at \d+.* python -m '
                    r'groie_tf.data.check_tfrecords', result.stderr)
+
+
+def _own_data_file(tiny_shapes, tmp_path, train_path, **override):
+  """A config file of the tiny experiment reading `train_path` as a user's
+  training data (and the built-in validation set), `override` applied."""
+  directory = shapes.dataset_dir(tiny_shapes)
+  config = tiny_experiment(tiny_shapes, train_steps=6)
+  config.override({'task': {
+      'shapes_data': None, 'train_data': {'input_path': train_path},
+      'validation_data': {'input_path': os.path.join(directory, 'val-*')},
+      'annotation_file': os.path.join(directory, 'instances_val.json')}})
+  config.override(override)
+  config_file = tmp_path / 'own.yaml'
+  hyperparams.save_params_dict_to_yaml(config, str(config_file))
+  return config_file
+
+
+def test_a_truncated_jpeg_stops_training_with_a_checkpoint_and_one_line(
+    tiny_shapes, tmp_path):
+  """Model Garden's converter lets a JPEG cut short through; training used
+  to die on it with a traceback, losing the steps since the last interval
+  checkpoint. The checkpoint saved holds the last completed step: the
+  global step of the failed one may already count it."""
+  source, = glob.glob(os.path.join(shapes.dataset_dir(tiny_shapes),
+                                   'train-*'))
+  damaged = str(tmp_path / 'train-damaged.tfrecord')
+  truncated_jpeg_copy(source, damaged, index=5)
+  # In file order (a shuffle could leave the record for after step 6: a
+  # run that prefetched it, printing "Premature end of JPEG data", but
+  # never trained on it, ended with status 0).
+  config_file = _own_data_file(
+      tiny_shapes, tmp_path, damaged,
+      task={'train_data': {'shuffle_buffer_size': 1}},
+      trainer={'checkpoint_interval': 1000})
+  model_dir = tmp_path / 'model'
+  result = _train_py_failing(config_file, model_dir)
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr[-3000:]
+  found = re.match(
+      r'error: The training data ' + re.escape(damaged) + r' stopped the '
+      r'run: jpeg::Uncompress failed\. Invalid JPEG data or crop window\. '
+      r'At step (\d+)/6, saved checkpoint (\S+); .* python -m '
+      r"groie_tf.data.check_tfrecords --pattern='" + re.escape(damaged) +
+      r"' --num_classes=5; or skip .* task.skip_bad_records=true\.$",
+      errors[0])
+  assert found, errors
+  step = int(found.group(1))
+  completed = re.findall(r'step (\d+)/6 \(', result.stderr)
+  # Records 4 and 5 make the third batch.
+  assert step == int(completed[-1]) == 2, (step, completed)
+  assert found.group(2) == f'{model_dir}/ckpt-{step}'
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith(f'ckpt-{step}')
+  reader = tf.train.load_checkpoint(found.group(2))
+  iterations, = [reader.get_tensor(k) for k in
+                 reader.get_variable_to_shape_map()
+                 if k.startswith('optimizer/iter')]
+  assert iterations == step
+
+
+def test_skip_bad_records_trains_past_a_truncated_jpeg(tiny_shapes, tmp_path,
+                                                       capfd):
+  source, = glob.glob(os.path.join(shapes.dataset_dir(tiny_shapes),
+                                   'train-*'))
+  damaged = str(tmp_path / 'train-damaged.tfrecord')
+  truncated_jpeg_copy(source, damaged, index=2)
+  config = tiny_experiment(tiny_shapes, train_steps=6)
+  config.override({'task': {'shapes_data': None, 'skip_bad_records': True,
+                            'train_data': {'input_path': damaged}}})
+  training.run(config, 'train', str(tmp_path / 'model'))
+  assert tf.train.latest_checkpoint(str(tmp_path / 'model')).endswith('ckpt-6')
+  # 6 steps of 2 images read the 8 records more than once: each pass logs.
+  logged = capfd.readouterr().err
+  assert re.search(r'Skipped 1 bad record\(s\) in "' + re.escape(damaged) +
+                   r'" so far \(the last: record 2\)', logged), logged[-3000:]
 
 
 def test_sigterm_saves_the_current_step_and_the_run_resumes(tiny_shapes,

@@ -17,8 +17,10 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.configs import maskrcnn as maskrcnn_config
 
+from groie_tf import precision
 from groie_tf.configs import backbones
 from groie_tf.data import shapes
+from groie_tf.errors import UserError
 from groie_tf.layers import groie as groie_layer
 from groie_tf.modeling import backbone_freezing
 
@@ -94,6 +96,14 @@ class GRoIEMaskRCNNTask(maskrcnn_config.MaskRCNNTask):
   # in image order, so a seeded run is reproducible (the ablation needs
   # it). For small images only: it serialises the decoding.
   deterministic_input: bool = False
+  # Training refuses to freeze backbone weights or batch-norm statistics
+  # that no checkpoint initialises (`check_frozen_backbone_initialized`);
+  # true trains them frozen at their random initialisation all the same.
+  allow_random_frozen_backbone: bool = False
+  # Training records whose image or masks do not decode are skipped (each
+  # named in the log, with a running count) instead of stopping the run
+  # (`groie_tf.data.bad_records`).
+  skip_bad_records: bool = False
 
 
 def groie_layer_kwargs(block: GRoIEBlock, crop_size: int) -> Dict[str, Any]:
@@ -156,6 +166,51 @@ def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):
         f'{model.backbone.type!r}: set them to -1 and false.')
 
 
+def check_frozen_backbone_initialized(task: GRoIEMaskRCNNTask,
+                                      prefix: str = 'task') -> None:
+  """Raises UserError if training would freeze backbone weights or
+  batch-norm statistics that no checkpoint initialises.
+
+  mmdetection's `frozen_stages` and `norm_eval` (every paper config) and
+  Model Garden's `task.freeze_backbone` assume an ImageNet backbone; with
+  `task.init_checkpoint` empty they keep the random initialisation for the
+  whole run, without a word. Training only: evaluation and export restore
+  a trained model.
+  """
+  model = task.model
+  frozen = [setting for setting, on in (
+      (f'{prefix}.model.frozen_stages={model.frozen_stages}',
+       model.frozen_stages >= 0),
+      (f'{prefix}.model.norm_eval=true', model.norm_eval),
+      (f'{prefix}.freeze_backbone=true', task.freeze_backbone)) if on]
+  modules = task.init_checkpoint_modules
+  modules = [modules] if isinstance(modules, str) else list(modules or ())
+  restores_backbone = bool(task.init_checkpoint) and (
+      'all' in modules or 'backbone' in modules)
+  if not frozen or restores_backbone or task.allow_random_frozen_backbone:
+    return
+  raise UserError(
+      f'{" and ".join(frozen)} freeze backbone weights or batch-norm '
+      f'statistics, but {prefix}.init_checkpoint restores no backbone '
+      f'(init_checkpoint {task.init_checkpoint!r}, init_checkpoint_modules '
+      f'{task.init_checkpoint_modules!r}): they would stay at their random '
+      f'initialisation. Either set {prefix}.init_checkpoint to an ImageNet '
+      f'backbone checkpoint with {prefix}.init_checkpoint_modules=backbone '
+      '(README, "An ImageNet backbone"), or train the whole '
+      f'backbone: {prefix}.model.frozen_stages=-1,{prefix}.model.norm_eval='
+      f'false,{prefix}.freeze_backbone=false. To train frozen random '
+      f'weights on purpose: {prefix}.allow_random_frozen_backbone=true.')
+
+
+def check_precision(runtime: cfg.RuntimeConfig, prefix: str = 'runtime'):
+  """Raises UserError unless the compute dtype is one `precision` knows."""
+  if runtime.mixed_precision_dtype not in precision.VALUES:
+    raise UserError(
+        f'{prefix}.mixed_precision_dtype must be one of '
+        f'{", ".join(str(v) for v in precision.VALUES if v)} or null, got '
+        f'{runtime.mixed_precision_dtype!r}.')
+
+
 def shapes_data_paths(data: shapes.ShapesDataset) -> Dict[str, str]:
   """The task fields that read the built-in set `data`."""
   directory = shapes.dataset_dir(data)
@@ -213,6 +268,7 @@ class GRoIEExperimentConfig(cfg.ExperimentConfig):
     validate_groie_model(self.task.model)
     check_shapes_data_paths(self.task)
     check_loop_intervals(self.trainer)
+    check_precision(self.runtime)
 
 
 def load_experiment(name: str, config_files: Sequence[str] = (),

@@ -6,16 +6,19 @@
 TensorFlow reports a damaged file in the middle of training as
 "corrupted record at 1234", without the file. This reads every record of
 every file matching `--pattern` with Model Garden's own decoder and stops at
-the first problem with the file, the record index and what is wrong.
+the first problem with the file, the record index and what is wrong: one
+`error:` line and exit status 2, as the other tools (`groie_tf.cli`).
 """
 
 import re
 from typing import Optional, Sequence
 
-from absl import app
 from absl import flags
 import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
+
+from groie_tf import cli
+from groie_tf.errors import UserError
 
 
 def _tf_message(error: Exception) -> str:
@@ -66,12 +69,12 @@ def check_tfrecords(pattern: str, include_mask: bool = True,
   in 1..num_classes - 1.
 
   Raises:
-    ValueError: naming the file, the record and the problem, if a file is
+    UserError: naming the file, the record and the problem, if a file is
       missing, damaged, or holds an example Model Garden cannot train on.
   """
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
-    raise ValueError(f'No TFRecord file matches {pattern!r}.')
+    raise UserError(f'No TFRecord file matches {pattern!r}.')
   decoder = tf_example_decoder.TfExampleDecoder(include_mask=include_mask)
   total = 0
   for path in files:
@@ -84,9 +87,9 @@ def check_tfrecords(pattern: str, include_mask: bool = True,
         except (tf.errors.InvalidArgumentError, ValueError) as error:
           problem = _tf_message(error)
         if problem:
-          raise ValueError(f'{path}: record {index} is malformed: {problem}')
+          raise UserError(f'{path}: record {index} is malformed: {problem}')
     except tf.errors.DataLossError as error:
-      raise ValueError(
+      raise UserError(
           f'{path}: record {index + 1} is corrupt (not a TFRecord, or the file '
           f'is truncated): {_tf_message(error)}') from None
     total += index + 1
@@ -108,4 +111,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('num_classes', None,
                        'task.model.num_classes: class ids must be below it.')
   flags.mark_flag_as_required('pattern')
-  app.run(main)
+  cli.run(main)

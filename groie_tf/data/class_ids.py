@@ -12,8 +12,10 @@ from typing import Mapping
 
 import tensorflow as tf
 
-# Starts the message of a bad id found while training (an op error), so
-# that the driver can recognise it and print it without a traceback.
+from groie_tf.errors import UserError
+
+# Starts the message of a bad id found while training (an op error, which
+# `groie_tf.training` reports as a data error).
 CLASS_ID_ERROR = 'Class id out of range:'
 
 
@@ -24,13 +26,13 @@ def _advice(num_classes: int) -> str:
 
 
 def check_annotation_file(annotation_file: str, num_classes: int) -> None:
-  """Raises ValueError if a category of a COCO file does not fit num_classes."""
+  """Raises UserError if a category of a COCO file does not fit num_classes."""
   with tf.io.gfile.GFile(annotation_file) as f:
     categories = json.load(f).get('categories', [])
   too_large = [c for c in categories if c['id'] >= num_classes]
   if too_large:
     top = max(too_large, key=lambda c: c['id'])
-    raise ValueError(
+    raise UserError(
         f'{annotation_file} has {len(too_large)} categor'
         f'{"y" if len(too_large) == 1 else "ies"} with an id >= '
         f'{num_classes}, up to {top["id"]} ({top.get("name", "?")!r}); '

@@ -12,6 +12,7 @@ import os
 import tempfile
 from typing import Dict, List, Optional, Set, Tuple
 
+from absl import logging
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official.core import config_definitions as cfg
@@ -208,6 +209,8 @@ def export(params: cfg.ExperimentConfig, checkpoint_path: str,
   size = list(input_image_size or params.task.model.input_size[:2])
   module, checkpoint_path = checked_module(
       params, checkpoint_path, experiment, input_type, batch_size, size)
+  logging.info('Exporting the model of checkpoint %s to %s.', checkpoint_path,
+               export_dir)
   export_saved_model_lib.export_inference_graph(
       input_type=input_type, batch_size=batch_size, input_image_size=size,
       params=params, checkpoint_path=checkpoint_path, export_dir=export_dir,

@@ -6,11 +6,14 @@ import tensorflow as tf
 import tf_keras
 from official.core import task_factory
 from official.vision.configs import maskrcnn as maskrcnn_config
+from official.vision.dataloaders import tf_example_decoder
 from official.vision.tasks import maskrcnn
 
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.data import bad_records
 from groie_tf.data import class_ids
 from groie_tf.data import shapes
+from groie_tf.errors import UserError
 from groie_tf.modeling import factory
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
@@ -46,7 +49,9 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   - checks every batch's class ids against `num_classes` (Model Garden
     does not, see `groie_tf.data.class_ids`);
   - with `task.deterministic_input`, runs the input pipeline on one thread,
-    so that a seeded run draws the same flips and anchor samples each time.
+    so that a seeded run draws the same flips and anchor samples each time;
+  - with `task.skip_bad_records`, drops training records that do not
+    decode (`groie_tf.data.bad_records`).
   """
 
   def __init__(self, params: groie_config.GRoIEMaskRCNNTask, logging_dir=None,
@@ -62,12 +67,21 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
                    input_context: Optional[tf.distribute.InputContext] = None):
     """Model Garden's input pipeline, class ids checked; the built-in set's
     files if the config names no others; on one thread with
-    `deterministic_input`."""
+    `deterministic_input`; bad training records dropped with
+    `skip_bad_records`."""
     if self.task_config.shapes_data is not None and not params.input_path:
       params = (self.task_config.train_data if params.is_training else
                 self.task_config.validation_data)
+    dataset_fn = None
+    if params.is_training and self.task_config.skip_bad_records:
+      if params.file_type != 'tfrecord':
+        raise UserError('task.skip_bad_records reads plain TFRecord files; '
+                        f'task.train_data.file_type is {params.file_type!r}.')
+      decoder = tf_example_decoder.TfExampleDecoder(
+          include_mask=self.task_config.model.include_mask)
+      dataset_fn = bad_records.skipping_dataset_fn(decoder.decode)
     dataset = class_ids.checking_class_ids(
-        super().build_inputs(params, input_context),
+        super().build_inputs(params, input_context, dataset_fn=dataset_fn),
         self.task_config.model.num_classes, params.input_path)
     if self.task_config.deterministic_input:
       options = tf.data.Options()
