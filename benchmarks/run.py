@@ -17,7 +17,7 @@ of `ablation.py`, `gcnet` the R50 and R101 backbones with and without
 GCNet's context blocks, `grid` Grid R-CNN's grid branch per RoI with
 either extractor, and `gradient` RoIAlign's feature gradient by the C++
 kernel, its sparse fallback and TensorFlow's racy kernel, in float32.
-`inference` (not among the default sections: about 10 minutes on 2 CPU
+`inference` (not among the default sections: 18 minutes on 2 CPU
 cores) times one image through the COCO Mask R-CNN stage by stage, with
 the stock aligners and with GRoIE, at `--inference_sizes`. Every time is the
 median of `--repeats` rounds after `--warmup` rounds, and `ratio` divides it
