@@ -69,7 +69,7 @@ def staged(model, images: tf.Tensor
   """
   config = model.get_config()
   batch, height, width, _ = images.shape
-  image_shape = tf.constant([[height, width]] * batch, tf.float32)
+  image_shape = _image_shape(images)
   anchors = {
       level: tf.tile(boxes[None], [batch, 1, 1, 1])
       for level, boxes in anchor.Anchor(
@@ -107,10 +107,15 @@ def staged(model, images: tf.Tensor
   return steps
 
 
+def _image_shape(images: tf.Tensor) -> tf.Tensor:
+  """[B, 2]: each image fills the input, no padding."""
+  batch, height, width, _ = images.shape
+  return tf.constant([[height, width]] * batch, tf.float32)
+
+
 def whole_model(model, images: tf.Tensor) -> Callable[[], object]:
   """The model's own inference call, as one function."""
-  height, width = images.shape[1:3]
-  image_shape = tf.constant([[height, width]] * images.shape[0], tf.float32)
+  image_shape = _image_shape(images)
   return tf.function(lambda: model(images, image_shape, training=False))
 
 

@@ -77,13 +77,18 @@ def cpu_flags() -> frozenset:
   return frozenset()
 
 
+def worker_devices(strategy: tf.distribute.Strategy) -> Tuple[str, ...]:
+  """The devices `strategy` runs its replicas on; () where it lists none."""
+  try:
+    return tuple(strategy.extended.worker_devices)
+  except (AttributeError, RuntimeError):  # not every strategy lists them
+    return ()
+
+
 def for_strategy(requested: Optional[str],
                  strategy: tf.distribute.Strategy) -> Tuple[str, str]:
   """`choose` for the devices of `strategy` on this machine."""
-  try:
-    devices = ' '.join(strategy.extended.worker_devices)
-  except (AttributeError, RuntimeError):  # not every strategy lists them
-    devices = ''
+  devices = ' '.join(worker_devices(strategy))
   if isinstance(strategy, tf.distribute.TPUStrategy) or 'TPU' in devices:
     return choose(requested, 'TPU')
   if 'GPU' in devices:  # every visible GPU, though the run may use fewer

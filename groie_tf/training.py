@@ -116,14 +116,11 @@ def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
       num_gpus=num_gpus,
       num_packs=runtime.num_packs,
       tpu_address=runtime.tpu)
-  try:
-    devices = strategy.extended.worker_devices
-  except (AttributeError, RuntimeError):  # not every strategy lists them
-    devices = ()
   logging.info('Distribution: %s with %d replica(s) in sync on %s; CPU '
                'kernels: %s', type(strategy).__name__,
                strategy.num_replicas_in_sync,
-               ', '.join(devices) or 'the default device', cpu_kernels())
+               ', '.join(precision.worker_devices(strategy)) or
+               'the default device', cpu_kernels())
   return strategy
 
 

@@ -19,7 +19,7 @@ from groie_tf import training
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import shapes
 from groie_tf.errors import UserError
-from tests.tiny_experiment import tiny_experiment
+from tests.tiny_experiment import tiny_own_data_experiment
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PAPER_MASK_RCNN = os.path.join(_ROOT, 'configs', 'paper',
@@ -169,23 +169,10 @@ def test_evaluation_progress_logs_steps_rate_and_eta(monkeypatch):
       'Evaluation: 5 step(s) run; computing the COCO metrics.']
 
 
-def _own_data_config(tiny_shapes, **task):
-  """The tiny experiment reading the built-in set's files as a user's."""
-  directory = shapes.dataset_dir(tiny_shapes)
-  config = tiny_experiment(tiny_shapes)
-  config.override({'task': dict({
-      'shapes_data': None,
-      'train_data': {'input_path': os.path.join(directory, 'train-*')},
-      'validation_data': {'input_path': os.path.join(directory, 'val-*')},
-      'annotation_file': os.path.join(directory, 'instances_val.json')},
-                                 **task)})
-  return config
-
-
 def test_a_pattern_matching_nothing_is_named_before_the_model(tiny_shapes,
                                                               tmp_path):
   typo = os.path.join(shapes.dataset_dir(tiny_shapes), 'trian-*')
-  config = _own_data_config(tiny_shapes, train_data={'input_path': typo})
+  config = tiny_own_data_experiment(tiny_shapes, train_data={'input_path': typo})
   with pytest.raises(UserError, match=re.escape(
       f"task.train_data.input_path '{typo}' matches no file.")):
     training.run(config, 'train', str(tmp_path / 'model'))
@@ -202,7 +189,7 @@ def test_records_of_other_images_than_the_annotation_file_are_refused(
     image['id'] += 100
   other = tmp_path / 'other.json'
   other.write_text(json.dumps(annotations))
-  config = _own_data_config(tiny_shapes, annotation_file=str(other))
+  config = tiny_own_data_experiment(tiny_shapes, annotation_file=str(other))
   with pytest.raises(UserError) as raised:
     training.run(config, 'eval', str(tmp_path / 'model'))
   message = str(raised.value)

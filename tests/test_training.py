@@ -26,6 +26,7 @@ from groie_tf.layers import GRoIE
 from tests.damaged_records import truncated_jpeg_copy
 from tests.seeded_step import model_losses
 from tests.tiny_experiment import tiny_experiment
+from tests.tiny_experiment import tiny_own_data_experiment
 
 # Trains, exports or benchmarks models: minutes (`pytest -m "not slow"`
 # skips them).
@@ -423,12 +424,8 @@ def test_a_corrupt_record_names_the_data_and_the_checker(tiny_shapes,
 def _own_data_file(tiny_shapes, tmp_path, train_path, **override):
   """A config file of the tiny experiment reading `train_path` as a user's
   training data (and the built-in validation set), `override` applied."""
-  directory = shapes.dataset_dir(tiny_shapes)
-  config = tiny_experiment(tiny_shapes, train_steps=6)
-  config.override({'task': {
-      'shapes_data': None, 'train_data': {'input_path': train_path},
-      'validation_data': {'input_path': os.path.join(directory, 'val-*')},
-      'annotation_file': os.path.join(directory, 'instances_val.json')}})
+  config = tiny_own_data_experiment(tiny_shapes, train_steps=6,
+                                    train_data={'input_path': train_path})
   config.override(override)
   config_file = tmp_path / 'own.yaml'
   hyperparams.save_params_dict_to_yaml(config, str(config_file))

@@ -1,8 +1,11 @@
 """A CPU-sized shapes experiment for tests that train."""
 
+import os
+
 from official.core import exp_factory
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.data import shapes
 
 
 def tiny_override(shapes_data, batch_size: int = 2, train_steps: int = 2):
@@ -50,6 +53,21 @@ def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
     override['task']['model']['backbone'] = {'gc_resnet': backbone['resnet']}
   config.override(override, is_strict=True)
   config.validate()
+  return config
+
+
+def tiny_own_data_experiment(shapes_data, train_steps: int = 2, **task):
+  """`tiny_experiment` reading the built-in set's files as a user's data
+  (`shapes_data` null, the paths and the annotation file given), then
+  `task`'s fields overridden."""
+  directory = shapes.dataset_dir(shapes_data)
+  config = tiny_experiment(shapes_data, train_steps=train_steps)
+  config.override({'task': {
+      'shapes_data': None,
+      'train_data': {'input_path': os.path.join(directory, 'train-*')},
+      'validation_data': {'input_path': os.path.join(directory, 'val-*')},
+      'annotation_file': os.path.join(directory, 'instances_val.json')}})
+  config.override({'task': task})
   return config
 
 
