@@ -22,7 +22,7 @@ import tensorflow as tf
 from groie_tf import cli
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.analysis import levels
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.layers import GRoIE
 from groie_tf.serving import export
 from groie_tf.serving import predict
@@ -42,9 +42,8 @@ _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5,
 
 
 def main(_):
-  cli.check_experiment(_EXPERIMENT.value)
-  params = groie_config.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
-                                  _PARAMS_OVERRIDE.value)
+  params = loading.load_experiment(
+      _EXPERIMENT.value, _CONFIG_FILE.value or (), _PARAMS_OVERRIDE.value)
   module, checkpoint = export.checked_module(
       params, _CHECKPOINT_PATH.value, _EXPERIMENT.value, batch_size=1)
   if not isinstance(module.model.roi_aligner, GRoIE):

@@ -17,7 +17,7 @@ from absl import flags
 
 from groie_tf import cli
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.serving import export
 
 _EXPERIMENT = flags.DEFINE_string('experiment', None,
@@ -42,9 +42,8 @@ _INPUT_IMAGE_SIZE = flags.DEFINE_string(
 
 
 def main(_):
-  cli.check_experiment(_EXPERIMENT.value)
-  params = groie_config.load_experiment(_EXPERIMENT.value, _CONFIG_FILE.value or (),
-                                  _PARAMS_OVERRIDE.value)
+  params = loading.load_experiment(
+      _EXPERIMENT.value, _CONFIG_FILE.value or (), _PARAMS_OVERRIDE.value)
   size = ([int(v) for v in _INPUT_IMAGE_SIZE.value.split(',')]
           if _INPUT_IMAGE_SIZE.value else None)
   path = export.export(params, _CHECKPOINT_PATH.value, _EXPORT_DIR.value,

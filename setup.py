@@ -13,6 +13,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['groie_tf', 'groie_tf.*']),
     # The C++ RoIAlign gradient, compiled at first use (groie_tf/ops/native.py).
     package_data={'groie_tf.ops': ['kernels/*.cc']},
+    entry_points={'console_scripts': ['groie-train=groie_tf.train:run']},
     python_requires='>=3.11',
     # The measured stack (see docs): Model Garden 2.20 pins TensorFlow 2.20,
     # and tf-keras must match TensorFlow's minor version. No

@@ -14,15 +14,14 @@ branches (8 x 64 RoIs at 7x7 and 8 x 16 at 14x14, 48 channels,
 the same rounds. float32, no XLA.
 """
 
-import importlib
 
 import numpy as np
 import tensorflow as tf
 
 from benchmarks import inputs
 from groie_tf.ops import native
+from groie_tf.ops import roi_align
 
-_ROI_ALIGN = importlib.import_module('groie_tf.ops.roi_align')
 _LEVELS = (2, 3, 4, 5)
 _RATIO = 2
 _TENSORFLOW = 'TensorFlow CropAndResizeGradImage (races)'
@@ -51,7 +50,7 @@ def _tensorflow_gradient(features, boxes, ys, xs, upstream):
       strides=[1, _RATIO, _RATIO, 1], padding='VALID')
   shape = tf.shape(features)
   padded = tf.raw_ops.CropAndResizeGradImage(
-      grads=sample_grads, boxes=_ROI_ALIGN.padded_crop_boxes(ys, xs, shape),
+      grads=sample_grads, boxes=roi_align.padded_crop_boxes(ys, xs, shape),
       box_ind=_box_indices(upstream, features),
       image_size=shape + [0, 2, 2, 0], T=tf.float32)
   return tf.raw_ops.MirrorPadGrad(
@@ -67,7 +66,7 @@ def _box_indices(upstream, features):
 def _sparse_gradient(features, boxes, ys, xs, upstream):
   del boxes
   shape = tf.shape(features)
-  operator = _ROI_ALIGN._transposed_operator(
+  operator = roi_align._transposed_operator(
       _box_indices(upstream, features), ys, xs, shape, _RATIO)
   return tf.sparse.sparse_dense_matmul(
       operator, tf.reshape(upstream, [-1, shape[3]]))
@@ -99,7 +98,7 @@ def run(setup, precision):
     upstream = tf.constant(rng.standard_normal(
         [batch * per_image, size, size, channels]).astype(np.float32))
     coordinates = {
-        level: _ROI_ALIGN._sample_coordinates(boxes, 2.0**level,
+        level: roi_align._sample_coordinates(boxes, 2.0**level,
                                               size * _RATIO, True)
         for level in _LEVELS}
     functions = {

@@ -1,8 +1,8 @@
 """What each row of the paper's Tables I-IV costs, beside the AP it reached.
 
-Every `configs/paper/table[1-4]_*.yaml` is loaded as training loads it, and
-its box-branch GRoIE block becomes the layer, through the same
-`groie_layer_kwargs` as in training. Each layer runs forward and backward
+Every `configs/paper/table[1-4]_*.yaml` is loaded as training loads it
+(over `configs/paper/base_1x_8gpu.yaml`), and its box-branch GRoIE block
+becomes the layer, through the same `groie_layer_kwargs` as in training. Each layer runs forward and backward
 on the box branch's RoIs (`--layer_rois`); `ratio` is against Model
 Garden's stock aligner in the same rounds. float32 without XLA only: the
 option's relative cost, not the precision's, is the question here.
@@ -21,10 +21,12 @@ from benchmarks import flops
 from benchmarks import inputs
 from benchmarks import layer as layer_section
 from groie_tf.configs import groie_maskrcnn
+from groie_tf.configs import loading
 from groie_tf.layers import GRoIE
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'configs', 'paper')
+BASE = os.path.join(CONFIGS, 'base_1x_8gpu.yaml')
 STOCK = 'stock aligner'
 
 
@@ -36,7 +38,7 @@ def paper_rows():
       header = f.read()
     box_ap = float(re.search(r'^# Paper: ([\d.]+) box AP', header, re.M)[1])
     experiment = re.search(r'^# Experiment: (\S+)', header, re.M)[1]
-    config = groie_maskrcnn.load_experiment(experiment, [path])
+    config = loading.load_experiment(experiment, [BASE, path])
     kwargs = groie_maskrcnn.groie_layer_kwargs(
         config.task.model.box_groie, config.task.model.roi_aligner.crop_size)
     rows.append((os.path.basename(path)[:-len('.yaml')], kwargs, box_ap))

@@ -18,14 +18,14 @@ import tensorflow as tf
 from official.vision.modeling.layers import roi_aligner
 
 from benchmarks import inputs
-from groie_tf import ops
+from groie_tf.ops import roi_align
 
 BRANCHES = (('box', 7, 512), ('mask', 14, 128))  # crop size, RoIs per image
 GROIE_LEVELS = (2, 3, 4, 5)
 
 
 def _four_levels(features, boxes, crop_size, sampling_ratio):
-  return [ops.roi_align(features[str(level)], boxes, crop_size, 2**level,
+  return [roi_align.roi_align(features[str(level)], boxes, crop_size, 2**level,
                         sampling_ratio) for level in GROIE_LEVELS]
 
 

@@ -1,13 +1,17 @@
 """What the command-line tools share: a user's mistake is one clear message.
 
-`train.py`, `export_saved_model.py`, `predict.py` and `analyze_levels.py`
-run their `main` through `run`. An error a user can fix (an unknown
-experiment or config key, a missing file, bad YAML, an invalid value, data
-that does not fit the model) prints `error: <what to do>` on stderr and
-exits with status 2, without a traceback; `--traceback` shows it for
-debugging. A run stopped by SIGTERM or SIGINT, its checkpoint saved, exits
-with 128 + the signal number, as a process killed by it would, so that
-schedulers restart it. Anything else is a bug and keeps its traceback.
+`python -m groie_tf.train` (`train.py`), `export_saved_model.py`,
+`predict.py`, `analyze_levels.py` and the TFRecord checker run their `main`
+through `run`. An error a user can fix is a `groie_tf.errors.UserError`,
+raised by the code that reads the user's input (an unknown experiment or
+config key, a missing file, bad YAML, an invalid value, data that does not
+fit the model, a checkpoint of another experiment; Model Garden's config
+errors become one in `groie_tf.configs.loading`). It prints
+`error: <what to do>` on stderr and exits with status 2, without a
+traceback; `--traceback` shows it for debugging. Anything else is a bug
+and keeps its traceback. A run stopped by SIGTERM or SIGINT, its
+checkpoint saved, exits with 128 + the signal number, as a process killed
+by it would, so that schedulers restart it.
 
 Unless `--verbose_logs` is set, log lines known to be harmless are
 dropped: Python's (`_HARMLESS`) by a logging filter, and those TensorFlow's
@@ -19,12 +23,8 @@ final table.
 """
 
 import atexit
-import dataclasses
-import difflib
-import importlib
 import logging as std_logging
 import os
-import re
 import subprocess
 import sys
 from typing import Callable, Optional, Sequence
@@ -34,7 +34,6 @@ from absl import flags
 from absl import logging
 from orbit import controller as orbit_controller
 import tensorflow as tf
-import yaml
 
 from groie_tf import stopping
 from groie_tf.errors import UserError
@@ -94,52 +93,10 @@ def _orbit_log_without_outputs(message: str) -> None:
     logging.info(message)
 
 
-def check_experiment(name: str) -> None:
-  """Raises UserError unless `name` is a registered experiment."""
-  from official.core import exp_factory  # pylint: disable=g-import-not-at-top
-  from groie_tf import registry_imports  # pylint: disable=g-import-not-at-top,unused-import
-  names = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
-  if name not in names:
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f' Did you mean {close[0]!r}?' if close else ''
-    raise UserError(f'Unknown experiment {name!r}.{hint} Registered: '
-                    f'{", ".join(names)}.')
-
-
-def _unknown_key_message(error: KeyError) -> Optional[str]:
-  """Model Garden's strict-override KeyError, with the keys it could be."""
-  found = re.search(r"The key '([^']+)' does not exist in <class '([\w.]+)'>",
-                    str(error))
-  if not found:
-    return None
-  key, class_path = found.groups()
-  module_name, _, class_name = class_path.rpartition('.')
-  try:
-    config_class = getattr(importlib.import_module(module_name), class_name)
-    keys = sorted(field.name for field in dataclasses.fields(config_class))
-  except (ImportError, AttributeError, TypeError):
-    keys = []
-  close = difflib.get_close_matches(key, keys, n=1)
-  hint = f' Did you mean {close[0]!r}?' if close else ''
-  return (f'Unknown config key {key!r} in {class_name}.{hint} Its keys: '
-          f'{", ".join(keys)}.')
-
-
 def user_message(error: BaseException) -> Optional[str]:
-  """What to tell the user about `error`, or None if it is not theirs."""
-  if isinstance(error, UserError):
-    return str(error)
-  if isinstance(error, KeyError):
-    return _unknown_key_message(error)
-  if isinstance(error, (FileNotFoundError, tf.errors.NotFoundError)):
-    return f'File not found: {error}'
-  if isinstance(error, OSError):  # a SavedModel missing, a permission, ...
-    return str(error)
-  if isinstance(error, yaml.YAMLError):
-    return f'Bad YAML: {error}'
-  if isinstance(error, ValueError):  # Model Garden's validation
-    return str(error)
-  return None
+  """What to tell the user about `error`, or None if it is not theirs:
+  only a `UserError` is (`groie_tf.errors`)."""
+  return str(error) if isinstance(error, UserError) else None
 
 
 class _DropHarmless(std_logging.Filter):

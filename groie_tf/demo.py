@@ -2,10 +2,11 @@
 
     python -m groie_tf.demo
 
-Builds the stock Mask R-CNN with Model Garden's factory, replaces both RoI
-aligners with GRoIE (the paper's configuration), runs a training forward
-pass with its losses' inputs and an inference pass, and prints what each
-stage produced. Training on real data is `train.py` (issue 3).
+Builds the built-in data set's GRoIE Mask R-CNN with the project's one
+builder (`groie_tf.modeling.builder`: Model Garden's factory, then both RoI
+aligners replaced by GRoIE in the paper's configuration), runs a training
+forward pass with its losses' inputs and an inference pass, and prints what
+each stage produced. Training on real data is `train.py`.
 """
 
 import time
@@ -17,12 +18,10 @@ import tensorflow as tf
 import tf_keras
 from official.core import exp_factory
 from official.vision.configs import maskrcnn as maskrcnn_config
-from official.vision.modeling import factory
-from official.vision.modeling import maskrcnn_model
 from official.vision.ops import anchor
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.layers import GRoIE
+from groie_tf.modeling import builder
 
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 256,
                                    'Side of the square input images.')
@@ -43,16 +42,11 @@ def anchor_boxes(config: maskrcnn_config.MaskRCNN, batch_size: int):
 def main(_):
   size, batch = _IMAGE_SIZE.value, _BATCH_SIZE.value
   # The built-in data set's small model (ResNet-18 at half width, 48-channel
-  # FPN), as Model Garden's plain Mask R-CNN config.
-  config = exp_factory.get_exp_config('maskrcnn_shapes').task.model
+  # FPN) with the paper's GRoIE in both branches.
+  config = exp_factory.get_exp_config('groie_maskrcnn_shapes').task.model
   config.input_size = [size, size, 3]
-  stock = factory.build_maskrcnn(
-      tf_keras.layers.InputSpec(shape=[None, size, size, 3]), config)
-  # The drop-in: MaskRCNNModel.get_config() holds its constructor arguments.
-  components = dict(stock.get_config())
-  components['roi_aligner'] = GRoIE(crop_size=7)
-  components['mask_roi_aligner'] = GRoIE(crop_size=14)
-  model = maskrcnn_model.MaskRCNNModel(**components)
+  model = builder.build_model(
+      config, tf_keras.layers.InputSpec(shape=[None, size, size, 3]))
 
   rng = np.random.default_rng(0)
   images = tf.constant(rng.standard_normal((batch, size, size, 3)), tf.float32)

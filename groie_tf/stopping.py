@@ -24,12 +24,63 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 import tensorflow as tf
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def watching_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+  """Calls `on_signal(signal_number)` for each SIGTERM and SIGINT while the
+  block runs, from a watcher thread, even while the main thread is inside
+  TensorFlow or waiting for a child process; then restores the previous
+  handlers. Main thread only (Python delivers signals there); elsewhere
+  the block runs unwatched."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  read_end, write_end = os.pipe()
+  os.set_blocking(write_end, False)  # set_wakeup_fd requires it
+  previous = {s: signal.getsignal(s) for s in _SIGNALS}
+  for s in _SIGNALS:
+    # The C-level handler that Python installs with it writes to the pipe;
+    # the Python-level one has nothing left to do.
+    signal.signal(s, lambda signal_number, frame: None)
+  previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+  def watch():
+    while True:
+      received = os.read(read_end, 64)
+      if not received:
+        return  # the write end closed: the block is over
+      for signal_number in received:
+        if signal_number in _SIGNALS:
+          on_signal(signal_number)
+
+  watcher = threading.Thread(target=watch, name='signal_watcher', daemon=True)
+  watcher.start()
+  try:
+    yield
+  finally:
+    signal.set_wakeup_fd(previous_fd)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    os.close(write_end)
+    watcher.join()
+    os.close(read_end)
+
+
+def exit_now(signal_number: int) -> None:
+  """Ends the process at once with 128 + `signal_number`, logs flushed: a
+  second signal's answer."""
+  logging.warning('%s received again: exiting now, without a checkpoint.',
+                  signal.Signals(signal_number).name)
+  logging.flush()
+  sys.stderr.flush()
+  os._exit(128 + signal_number)  # pylint: disable=protected-access
 
 
 class StopRequested(Exception):
@@ -68,53 +119,15 @@ class SignalStop:
     if self._multi_worker:
       self._agree = tf.function(self._sum_over_workers)
 
-  @contextlib.contextmanager
-  def handling_signals(self) -> Iterator[None]:
-    """Installs the handlers and the watcher for the block (main thread
-    only), then restores the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-      yield  # Python delivers signals to the main thread only
-      return
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)  # set_wakeup_fd requires it
-    previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    for s in _SIGNALS:
-      # The C-level handler that Python installs with it writes to the pipe;
-      # the Python-level one has nothing left to do.
-      signal.signal(s, lambda signal_number, frame: None)
-    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=self._watch, args=(read_end,),
-                               name='signal_watcher', daemon=True)
-    watcher.start()
-    try:
-      yield
-    finally:
-      signal.set_wakeup_fd(previous_fd)
-      for s, handler in previous.items():
-        signal.signal(s, handler)
-      os.close(write_end)  # the watcher reads the end of the pipe and returns
-      watcher.join()
-      os.close(read_end)
-
-  def _watch(self, read_end: int) -> None:
-    """Acts on each signal written to the pipe, while the main thread may be
-    inside TensorFlow."""
-    while True:
-      received = os.read(read_end, 64)
-      if not received:
-        return
-      for signal_number in received:
-        if signal_number in _SIGNALS:
-          self._on_signal(signal_number)
+  def handling_signals(self):
+    """A context manager: the signals are watched for the block (main
+    thread only), then the previous handlers come back."""
+    return watching_signals(self._on_signal)
 
   def _on_signal(self, signal_number: int) -> None:
     name = signal.Signals(signal_number).name
     if self._signal_number is not None:
-      logging.warning('%s received again: exiting now, without a checkpoint.',
-                      name)
-      logging.flush()
-      sys.stderr.flush()
-      os._exit(128 + signal_number)  # pylint: disable=protected-access
+      exit_now(signal_number)
     self._signal_number = signal_number
     if self._saves_checkpoint:
       logging.warning('%s received: stopping at the end of this loop of '

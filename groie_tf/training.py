@@ -39,7 +39,7 @@ import re
 import signal
 import time
 import zlib
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -59,7 +59,8 @@ from groie_tf import stopping
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import class_ids
 from groie_tf.data import preflight
-from groie_tf.errors import UserError
+from groie_tf.errors import ConfigError
+from groie_tf.errors import DataError
 from groie_tf.tasks import grid_rcnn as grid_rcnn_task
 
 # The metrics printed at the end, in Model Garden's COCO evaluator's names.
@@ -84,16 +85,11 @@ def cpu_kernels() -> str:
   return 'oneDNN' if _pywrap_util_port.IsMklEnabled() else 'Eigen'
 
 
-class DataError(UserError):
-  """The data stopped a run: a record that does not read or decode, or a
-  class id out of range."""
-
-
 def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
   """Model Garden's strategy for `runtime`, on all visible GPUs by default.
 
   Raises:
-    UserError: if `runtime.num_gpus` asks for more GPUs than TensorFlow
+    ConfigError: if `runtime.num_gpus` asks for more GPUs than TensorFlow
       sees (Model Garden would build a strategy on devices that do not
       exist and fail later, on a batch-size message).
   """
@@ -101,7 +97,7 @@ def build_strategy(runtime: cfg.RuntimeConfig) -> tf.distribute.Strategy:
   visible = len(tf.config.list_physical_devices('GPU'))
   if runtime.distribution_strategy in ('mirrored', 'one_device', 'off') and (
       num_gpus > visible):
-    raise UserError(
+    raise ConfigError(
         f'runtime.num_gpus is {num_gpus}, but TensorFlow sees {visible} GPU(s) '
         'on this machine: set runtime.num_gpus=0 to use every visible GPU '
         f'(the CPU if there is none), or a count up to {visible}. With fewer '
@@ -277,6 +273,27 @@ def resumed_params(params: cfg.ExperimentConfig,
   return params, step
 
 
+# In a model_dir: the steps its run resumed at, in order, as a JSON list.
+RESUMES_FILE = 'resumed_at.json'
+
+
+def resume_steps(model_dir: str) -> List[int]:
+  """The steps the run in `model_dir` resumed at, oldest first ([] for a
+  run that never resumed). A resumed run is reseeded (`resumed_params`),
+  so its result is a function of its seed and of these steps."""
+  path = os.path.join(model_dir, RESUMES_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _record_resume(model_dir: str, step: int) -> None:
+  steps = resume_steps(model_dir) + [step]
+  with tf.io.gfile.GFile(os.path.join(model_dir, RESUMES_FILE), 'w') as f:
+    json.dump(steps, f)
+
+
 def evaluation_steps(params: cfg.ExperimentConfig, task_config) -> Optional[int]:
   """The steps an evaluation runs, counted from the validation records
   (whose images are first checked against the annotation file's); None
@@ -358,7 +375,8 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
   Raises:
     stopping.StopRequested: after SIGTERM or SIGINT, once the checkpoint
       of the current step is saved.
-    UserError: a check before the model is built failed.
+    UserError: a check of the config or the data before the model is built
+      failed (`ConfigError`, `DataError`).
     DataError: a record of the data did not read or decode (training
       modes: after saving a checkpoint of the last completed step).
   """
@@ -374,7 +392,9 @@ def run(params: cfg.ExperimentConfig, mode: str, model_dir: str,
   if training and is_chief:  # as given: a resume's seeds are derived
     train_utils.serialize_config(params, model_dir)
   if training:
-    params, _ = resumed_params(params, model_dir)
+    params, resumed_at = resumed_params(params, model_dir)
+    if resumed_at and is_chief:
+      _record_resume(model_dir, resumed_at)
   params = params.replace(runtime={'mixed_precision_dtype': dtype})
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)

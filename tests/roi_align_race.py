@@ -9,9 +9,9 @@ user gets. Prints one JSON line: the worst relative error of each run
 against the float64 adjoint of `tests/reference/roi_align.py`; with
 `--tf_kernel`, also of TF's own CropAndResize gradient of the same samples
 (the kernel this project no longer uses: how often it races here).
-It also says whether the C++ kernel computed the gradient (`native`; set
-GROIE_TF_NATIVE_OPS=0 for the sparse one) and the distinct SHA-256 digests
-of the runs' gradients (one digest: bit-for-bit the same every run).
+IMPLEMENTATION is one of `roi_align`'s (kernel, sparse, gather, ...). It
+also prints the distinct SHA-256 digests of the runs' gradients (one
+digest: bit-for-bit the same every run).
 """
 
 import hashlib
@@ -25,8 +25,7 @@ import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[2]))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from groie_tf import ops
-from groie_tf.ops import native
+from groie_tf.ops import roi_align
 from tests.reference import roi_align as ref
 
 OUTPUT_SIZE, STRIDE, SAMPLING_RATIO = 7, 4, 2
@@ -69,7 +68,7 @@ def main():
   def ours():
     with tf.GradientTape() as tape:
       tape.watch(features_t)
-      pooled = ops.roi_align(features_t, boxes_t, OUTPUT_SIZE, STRIDE,
+      pooled = roi_align.roi_align(features_t, boxes_t, OUTPUT_SIZE, STRIDE,
                              SAMPLING_RATIO, implementation=implementation)
     return tape.gradient(pooled, features_t, output_gradients=upstream_t)
 
@@ -97,9 +96,7 @@ def main():
 
   digests = set()
   report = {'threads': tf.config.threading.get_intra_op_parallelism_threads(),
-            'ours': relative_errors(ours, want, runs, digests),
-            'native': implementation == 'crop_and_resize' and
-                      native.load() is not None}
+            'ours': relative_errors(ours, want, runs, digests)}
   report['digests'] = sorted(digests)
   if '--tf_kernel' in sys.argv[4:]:
     report['tensorflow_kernel'] = relative_errors(tensorflows, want, runs)

@@ -172,23 +172,22 @@ def test_the_report_follows_the_records_on_disk(tmp_path):
   assert all(not s['seeds'] for s in summaries)
 
 
-def test_a_record_keeps_the_steps_its_run_resumed_at(tmp_path, caplog):
+def test_a_record_keeps_the_steps_its_run_resumed_at(tmp_path):
   """A resumed run is reseeded: its result depends on where it resumed.
-  The step is read back from what `training.resumed_params` logs."""
+  `training.resumed_params` finds the step; the model_dir keeps every
+  resume's step, oldest first, for the sweep's record."""
   model_dir = tmp_path / 'run'
   model_dir.mkdir()
+  assert training.resume_steps(str(model_dir)) == []
   (model_dir / 'ckpt-450.index').write_text('')
   (model_dir / 'checkpoint').write_text('model_checkpoint_path: "ckpt-450"\n')
   config = variants_lib.BY_NAME['sum'].experiment_config()
-  # absl's logger, by name: an earlier test may have set its level, and
-  # absl's INFO (0) is not the standard library's.
-  with caplog.at_level('INFO', logger='absl'):
-    _, step = training.resumed_params(config, str(model_dir))
+  _, step = training.resumed_params(config, str(model_dir))
   assert step == 450
-  log = tmp_path / 'train.log'
-  log.write_text('step 50/900\n' + caplog.text + caplog.text)
-  assert sweep.resume_steps(str(log)) == [450, 450]
-  assert sweep.resume_steps(str(tmp_path / 'missing.log')) == []
+  training._record_resume(str(model_dir), 300)  # pylint: disable=protected-access
+  training._record_resume(str(model_dir), step)  # pylint: disable=protected-access
+  assert training.resume_steps(str(model_dir)) == [300, 450]
+
 
 if __name__ == '__main__':
   raise SystemExit(pytest.main([__file__, '-q', '-p', 'no:cacheprovider']))

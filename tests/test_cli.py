@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from groie_tf import cli
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf import errors
+from groie_tf.configs import loading
+from groie_tf.serving import predict
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,15 +24,15 @@ def _message(function, *args):
 
 
 def test_an_unknown_experiment_lists_the_registered_ones():
-  message = _message(cli.check_experiment, 'groie_maskrcn_shapes')
+  message = _message(loading.check_experiment, 'groie_maskrcn_shapes')
   assert message.startswith("Unknown experiment 'groie_maskrcn_shapes'. Did "
                             "you mean 'groie_maskrcnn_shapes'? Registered: ")
   assert 'groie_fasterrcnn_resnetfpn_coco' in message
-  cli.check_experiment('groie_maskrcnn_shapes')  # no error
+  loading.check_experiment('groie_maskrcnn_shapes')  # no error
 
 
 def test_a_misspelled_key_names_the_closest_valid_one():
-  message = _message(groie_config.load_experiment, 'groie_maskrcnn_shapes',
+  message = _message(loading.load_experiment, 'groie_maskrcnn_shapes',
                      (), 'task.model.box_groie.agregation=sum')
   assert message.startswith("Unknown config key 'agregation' in GRoIEBlock. "
                             "Did you mean 'aggregation'? Its keys: ")
@@ -39,36 +41,51 @@ def test_a_misspelled_key_names_the_closest_valid_one():
 
 def test_a_missing_file_and_bad_yaml_are_named(tmp_path):
   missing = str(tmp_path / 'missing.yaml')
-  assert _message(groie_config.load_experiment, 'groie_maskrcnn_shapes',
+  assert _message(loading.load_experiment, 'groie_maskrcnn_shapes',
                   (missing,)).startswith(f'File not found: {missing}')
   bad = tmp_path / 'bad.yaml'
   bad.write_text('task: {model: [\n')
-  message = _message(groie_config.load_experiment, 'groie_maskrcnn_shapes',
+  message = _message(loading.load_experiment, 'groie_maskrcnn_shapes',
                      (str(bad),))
   assert message.startswith('Bad YAML: ') and str(bad) in message
 
 
 def test_a_missing_saved_model_is_named(tmp_path):
   missing = str(tmp_path / 'export')
-  message = _message(tf.saved_model.load, missing)
-  assert message.startswith('SavedModel file does not exist at: ' + missing)
+  message = _message(predict.load_detector, missing)
+  assert message.startswith(f'No SavedModel in {missing}: ')
 
 
 def test_steps_per_loop_alone_fails_at_validation_with_both_fields():
-  message = _message(groie_config.load_experiment, 'groie_maskrcnn_shapes',
+  message = _message(loading.load_experiment, 'groie_maskrcnn_shapes',
                      (), 'trainer.steps_per_loop=30')
   assert message == (
       'trainer.summary_interval (50) must be a multiple of '
       'trainer.steps_per_loop (30): set both, for example '
       'trainer.steps_per_loop=30,trainer.summary_interval=30.')
-  groie_config.load_experiment('groie_maskrcnn_shapes', (),
+  loading.load_experiment('groie_maskrcnn_shapes', (),
                                'trainer.steps_per_loop=30,'
                                'trainer.summary_interval=30')
 
 
+def test_config_mistakes_are_config_errors():
+  with pytest.raises(errors.ConfigError):
+    loading.load_experiment('groie_maskrcnn_shapes', (),
+                            'task.model.box_groie.aggregation=mean')
+  with pytest.raises(errors.ConfigError):  # Model Garden's KeyError
+    loading.load_experiment('groie_maskrcnn_shapes', (),
+                            'trainer.train_stepz=9')
+
+
 def test_bugs_keep_their_traceback():
+  """Only a UserError is the user's: a ValueError or OSError raised by a
+  bug (a shape mismatch while tracing, say) keeps its traceback."""
+  assert cli.user_message(errors.DataError('x')) == 'x'
   assert cli.user_message(ZeroDivisionError('x')) is None
   assert cli.user_message(KeyError('some_key')) is None
+  assert cli.user_message(ValueError('Shapes (2, 3) and (3, 2) are '
+                                     'incompatible')) is None
+  assert cli.user_message(OSError('x')) is None
   assert cli.user_message(tf.errors.InvalidArgumentError(
       None, None, 'indices[6,0] = 4 is not in [0, 4)')) is None
 

@@ -10,7 +10,7 @@ from official.vision.modeling.backbones import resnet
 from official.vision.modeling.layers import nn_blocks
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.modeling import backbone_freezing
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
@@ -198,12 +198,12 @@ def test_config_round_trip():
 
 
 def test_the_experiment_config_selects_it_with_one_field():
-  config = groie_config.load_experiment('groie_maskrcnn_resnetfpn_coco', [])
+  config = loading.load_experiment('groie_maskrcnn_resnetfpn_coco', [])
   config.override({'task': {'model': {'backbone': {'type': 'gc_resnet'}}}})
   config.validate()
   assert config.task.model.backbone.get().gc_levels == [3, 4, 5]
   assert config.task.model.backbone.get().model_id == 50
-  restored = groie_config.load_experiment(
+  restored = loading.load_experiment(
       'groie_gcnet_maskrcnn_resnetfpn_coco', [])
   assert restored.task.model.backbone.as_dict() == (
       config.task.model.backbone.as_dict())
@@ -218,7 +218,7 @@ def test_the_experiment_config_selects_it_with_one_field():
     ('se_ratio', 0.25, r'gc_resnet\.se_ratio: a block takes a context'),
 ])
 def test_bad_gc_options_name_their_field(field, value, message):
-  config = groie_config.load_experiment(
+  config = loading.load_experiment(
       'groie_gcnet_maskrcnn_resnetfpn_coco', [])
   config.task.model.backbone.gc_resnet.override({field: value})
   with pytest.raises(ValueError, match=r'task\.model\.backbone\.' + message):

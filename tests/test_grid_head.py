@@ -128,6 +128,21 @@ def test_layer_contract():
           sum(v**2 for v in head(x, training=True).values())), x)
 
 
+def test_no_rois():
+  """No RoI, eagerly and with a count known only at run time (an exported
+  model's detections): empty heatmaps, and the count's rows otherwise."""
+  head = GridHead(num_convs=2, point_channels=2, norm_groups=9)
+  out = head(tf.zeros([0, 14, 14, 4]), training=True)
+  assert {k: v.shape for k, v in out.items()} == {
+      'fused': (0, 28, 28, 9), 'unfused': (0, 28, 28, 9)}
+  fn = tf.function(lambda x: head(x)['fused'],
+                   input_signature=[tf.TensorSpec([None, 14, 14, 4])])
+  assert fn(tf.zeros([0, 14, 14, 4])).shape == (0, 28, 28, 9)
+  x = tf.random.normal([3, 14, 14, 4])
+  np.testing.assert_allclose(fn(x).numpy(), head(x)['fused'].numpy(),
+                             rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('kwargs,message', [
     ({'num_convs': 0}, 'num_convs must be'),
     ({'point_channels': 0}, 'point_channels must be'),

@@ -10,7 +10,7 @@ from official.vision.modeling.layers import roi_aligner
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf import training
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
 from groie_tf.modeling import grid_rcnn_model
@@ -22,7 +22,7 @@ from tests.tiny_experiment import tiny_grid_experiment
                                   'gridrcnn_resnetfpn_coco',
                                   'groie_gridrcnn_shapes', 'gridrcnn_shapes'])
 def test_the_experiments_are_mmdetections_grid_rcnn(name):
-  config = groie_config.load_experiment(name)
+  config = loading.load_experiment(name)
   model = config.task.model
   assert not model.include_mask
   assert model.detection_head.class_agnostic_bbox_pred

@@ -6,6 +6,10 @@ import tensorflow as tf
 import tf_keras
 
 from groie_tf.layers import GRoIE
+from groie_tf.layers import _empty_batch
+from groie_tf.layers import groie as groie_module
+from groie_tf.ops import fpn_levels
+from groie_tf.ops import roi_align
 from tests import layer_contract
 from tests.reference import groie as ref
 
@@ -211,6 +215,198 @@ def test_no_boxes():
   np.testing.assert_allclose(fn(tf.constant(make_boxes(), tf.float32)),
                              layer(features, tf.constant(make_boxes())),
                              rtol=1e-5, atol=1e-5)
+  # 'concat''s 1x1 conv takes L*C channels to C: on an empty batch, oneDNN's
+  # CPU Conv2D would return L*C, which the attention after it refuses.
+  layer = GRoIE(crop_size=7, aggregation='concat')
+  fn = tf.function(lambda b: layer(features, b),
+                   input_signature=[tf.TensorSpec([2, None, 4])])
+  assert fn(tf.zeros([2, 0, 4])).shape == (2, 0, 7, 7, CHANNELS)
+
+
+def random_rois(seed, count=40):
+  """`[2, count, 4]` RoIs from 2 to 120 px a side, the last 3 of each image
+  zero (padding): under the heuristic at `canonical_size=32` every level
+  P2-P5 gets some."""
+  rng = np.random.default_rng(seed)
+  corners = rng.uniform(-10.0, 100.0, (2, count, 2))
+  sides = np.exp(rng.uniform(np.log(2.0), np.log(120.0), (2, count, 2)))
+  boxes = np.concatenate([corners, corners + sides], -1)
+  boxes[:, -3:] = 0.0
+  return boxes
+
+
+def all_levels_then_select(layer, feats, boxes, chosen):
+  """GRoIE's single-level selections as they were computed before each RoI
+  was pooled at its own level only: every RoI pooled from (and, with one
+  module per level, pre-processed at) every level, weighted by its one-hot
+  level and summed; then the shared pre-processing, the aggregation conv
+  and the post-processing. `[B, N, S, S, C]`."""
+  batch, count = boxes.shape[:2]
+  flat = tf.constant(boxes.reshape(-1, 4), tf.float32)
+  images = tf.repeat(tf.range(batch), count)
+  levels = range(layer.min_level, layer.max_level + 1)
+  weights = tf.one_hot(chosen, len(levels), axis=0,
+                       dtype=layer.compute_dtype)[..., None, None, None]
+  terms = []
+  for i, level in enumerate(levels):
+    pooled = tf.cast(roi_align.roi_align_flat(
+        feats[str(level)], flat, images, layer.crop_size, 2**level,
+        layer.sampling_ratio, layer.aligned), layer.compute_dtype)
+    if not layer.share_pre_processing and layer.pre_modules[i] is not None:
+      pooled = layer.pre_modules[i](pooled)
+    terms.append(weights[i] * pooled)
+  out = tf.add_n(terms)
+  modules = ([layer.pre_modules[0]] if layer.share_pre_processing else []) + [
+      layer.aggregation_conv, layer.post_module]
+  for module in modules:
+    if module is not None:
+      out = module(out)
+  return tf.reshape(out, [batch, count] + out.shape[1:].as_list())
+
+
+SINGLE_LEVEL = {
+    'heuristic_shared_conv_attention': dict(
+        level_selection='heuristic', canonical_size=32.0, aggregation='sum+',
+        pre_processing='conv3x3', post_processing='attention'),
+    'heuristic_per_level_convs': dict(
+        level_selection='heuristic', canonical_size=32.0,
+        share_pre_processing=False, pre_processing='conv3x3',
+        post_processing='none'),
+    'random_per_level_non_local': dict(
+        level_selection='random', share_pre_processing=False,
+        pre_processing='non_local', aggregation='sum+',
+        post_processing='none'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SINGLE_LEVEL))
+def test_single_level_selection_equals_pooling_every_level_and_keeping_one(
+    name, monkeypatch):
+  """Outputs and feature gradients, on random RoIs spread over all levels
+  (some zero), against `all_levels_then_select`. 'random' gets one fixed
+  draw for both."""
+  features, boxes = make_features(seed=9), random_rois(9)
+  feats = tf_features(features)
+  layer = build(GRoIE(crop_size=5, **SINGLE_LEVEL[name]), features, boxes)
+  rng = np.random.default_rng(9)
+  flat = boxes.reshape(-1, 4)
+  if layer.level_selection == 'heuristic':
+    chosen = fpn_levels.fpn_levels(flat, 2, 5, 32.0) - 2
+  else:
+    chosen = tf.constant(rng.integers(0, 4, len(flat)), tf.int32)
+    monkeypatch.setattr(layer, '_chosen_levels', lambda _: chosen)
+  assert len(np.unique(chosen.numpy())) == 4, 'a level gets no RoI'
+  upstream = tf.constant(rng.standard_normal(
+      (2, boxes.shape[1], 5, 5, CHANNELS)), tf.float32)
+
+  def value_and_feature_gradients(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(feats)
+      out = fn()
+      loss = tf.reduce_sum(upstream * out)
+    return out.numpy(), tape.gradient(loss, feats)
+
+  got, got_grads = value_and_feature_gradients(
+      lambda: layer(feats, tf.constant(boxes, tf.float32)))
+  want, want_grads = value_and_feature_gradients(
+      lambda: all_levels_then_select(layer, feats, boxes, chosen))
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * scale)
+  assert got_grads['6'] is None and want_grads['6'] is None  # P6: unused
+  for level in '2345':
+    want_grad = want_grads[level].numpy()
+    assert np.abs(want_grad).max() > 1e-3, level
+    np.testing.assert_allclose(got_grads[level].numpy(), want_grad, rtol=0,
+                               atol=1e-6 * np.abs(want_grad).max(),
+                               err_msg=f'level {level}')
+
+
+@pytest.mark.parametrize('selection', ['heuristic', 'random', 'all'])
+def test_single_level_selections_pool_and_pre_process_each_roi_once(
+    selection, monkeypatch):
+  """RoIAlign and the per-level modules see K RoIs in all, not L x K (as
+  'all', the guard of this count, does)."""
+  pooled, processed = [], []
+  pool, guard = roi_align.roi_align_flat, groie_module.call_on_batch
+
+  def counted_pool(features, boxes, *args, **kwargs):
+    pooled.append(boxes.shape[0])
+    return pool(features, boxes, *args, **kwargs)
+
+  def counted_guard(module, rois):
+    if module.name.startswith('pre_processing'):
+      processed.append(rois.shape[0])
+    return guard(module, rois)
+
+  features, boxes = make_features(seed=10), random_rois(10)
+  layer = GRoIE(crop_size=5, level_selection=selection, canonical_size=32.0,
+                share_pre_processing=False, pre_processing='conv1x1',
+                post_processing='none', seed=0)
+  layer(tf_features(features), tf.constant(boxes))  # builds
+  monkeypatch.setattr(roi_align, 'roi_align_flat', counted_pool)
+  monkeypatch.setattr(groie_module, 'call_on_batch', counted_guard)
+  layer(tf_features(features), tf.constant(boxes))
+  count = boxes.shape[0] * boxes.shape[1]
+  expected = 4 * count if selection == 'all' else count
+  assert (sum(pooled), sum(processed)) == (expected, expected)
+  assert len(pooled) == len(processed) == 4
+
+
+@pytest.mark.parametrize('selection', ['heuristic', 'random'])
+def test_single_level_selection_with_a_count_known_only_at_run_time(
+    selection):
+  """Per-level 3x3 convs (Conv2D needs `_empty_batch`'s guard) when some
+  levels, or all, get no RoI: no RoI at all, two RoIs (at most two levels),
+  the padded edge cases of `make_boxes()`."""
+  feats = tf_features(make_features(seed=11))
+  layer = GRoIE(crop_size=5, level_selection=selection,
+                share_pre_processing=False, pre_processing='conv3x3',
+                post_processing='none', seed=0)
+  fn = tf.function(lambda b: layer(feats, b),
+                   input_signature=[tf.TensorSpec([2, None, 4])])
+  assert fn(tf.zeros([2, 0, 4])).shape == (2, 0, 5, 5, CHANNELS)
+  two = np.array([[[4.0, 8.0, 12.0, 14.0]], [[0.0, 0.0, 0.0, 0.0]]])
+  for boxes in (two, make_boxes()):
+    got = fn(tf.constant(boxes, tf.float32)).numpy()
+    assert got.shape == boxes.shape[:2] + (5, 5, CHANNELS)
+    assert np.all(np.isfinite(got))
+    if selection == 'heuristic':  # the same levels eagerly
+      np.testing.assert_allclose(got, layer(feats, tf.constant(boxes)),
+                                 rtol=1e-5, atol=1e-5)
+
+
+def test_single_level_selection_compiles_with_xla():
+  """The partition by level and its reassembly compile, to the eager
+  numbers. The boxes are an argument of the compiled function: constant
+  boxes would let XLA fold the partition's sizes."""
+  features, boxes = make_features(seed=12), random_rois(12, count=12)
+  feats = tf_features(features)
+  layer = build(GRoIE(crop_size=5, level_selection='heuristic',
+                      canonical_size=32.0, share_pre_processing=False,
+                      pre_processing='conv3x3', aggregation='sum+'),
+                features, boxes)
+  boxes = tf.constant(boxes, tf.float32)
+  compiled = tf.function(lambda b: layer(feats, b), jit_compile=True)
+  np.testing.assert_allclose(compiled(boxes).numpy(),
+                             layer(feats, boxes).numpy(), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_the_empty_batch_guard_adds_a_row_to_an_empty_batch_only():
+  """A module on [K, ...] with K known at run time: it sees K rows, or one
+  when K is 0; a Conv2D (which needs that row on a CPU) gives K rows."""
+  seen = lambda x: tf.fill(tf.shape(x)[:1], tf.shape(x)[0])  # K per row
+  conv = tf_keras.layers.Conv2D(5, 3, padding='same')
+  fn = tf.function(
+      lambda x: (_empty_batch.call_on_batch(seen, x[:, 0, 0, 0]),
+                 _empty_batch.call_on_batch(conv, x)),
+      input_signature=[tf.TensorSpec([None, 4, 4, 2])])
+  sizes, out = fn(tf.zeros([3, 4, 4, 2]))
+  assert sizes.numpy().tolist() == [3, 3, 3] and out.shape == (3, 4, 4, 5)
+  sizes, out = fn(tf.zeros([0, 4, 4, 2]))
+  assert sizes.shape == (0,) and out.shape == (0, 4, 4, 5)
+  assert _empty_batch.call_on_batch(conv, tf.zeros([0, 4, 4, 2])).shape == (
+      0, 4, 4, 5)
 
 
 @pytest.mark.parametrize('options', [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from groie_tf import ops
+from groie_tf.ops import fpn_levels
 from groie_tf.analysis import levels
 from groie_tf.layers import GRoIE
 from tests.layer_contract import randomize_weights
@@ -50,7 +50,7 @@ def test_heuristic_selection_gives_one_hot_shares_on_the_rule_s_level():
   layer = GRoIE(crop_size=3, level_selection='heuristic',
                 pre_processing='none', post_processing='none')
   shares = levels.level_shares(layer, features, boxes)[0]
-  rule = ops.fpn_levels(boxes, 2, 5).numpy()[0] - 2
+  rule = fpn_levels.fpn_levels(boxes, 2, 5).numpy()[0] - 2
   np.testing.assert_array_equal(shares, np.eye(4)[rule])
 
 

@@ -3,7 +3,6 @@
 Its numbers are tested with the other gradient paths in test_roi_align.py.
 """
 
-import importlib
 import logging
 import os
 import subprocess
@@ -13,11 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from groie_tf import ops
 from groie_tf.ops import native
+from groie_tf.ops import roi_align
 from tests.reference import roi_align as ref
 
-_ROI_ALIGN_MODULE = importlib.import_module('groie_tf.ops.roi_align')
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -77,8 +75,8 @@ def _gradient_is_exact():
   features_t = tf.constant(features)
   with tf.GradientTape() as tape:
     tape.watch(features_t)
-    pooled = ops.roi_align(features_t, tf.constant(boxes), 3, 4, 2,
-                           implementation='crop_and_resize')
+    pooled = roi_align.roi_align(features_t, tf.constant(boxes), 3, 4, 2,
+                           implementation='auto')
   got = tape.gradient(pooled, features_t,
                       output_gradients=tf.constant(upstream, tf.float32))
   want = ref.roi_align_feature_gradient(features.shape, boxes, upstream, 3,
@@ -94,13 +92,10 @@ def test_without_a_compiler_the_exact_fallback_runs_and_says_why(
     assert native.load() is None
   assert 'the exact but slower TensorFlow gradient runs' in caplog.text
   assert 'false -shared' in caplog.text  # the failed command
-  assert _ROI_ALIGN_MODULE._native_kernel() is None
+  context = roi_align.current_context('auto')
+  assert not context.kernel_loaded
+  assert roi_align.choose_implementation('auto', context) == 'sparse'
   _gradient_is_exact()
-
-
-def test_it_can_be_switched_off(fresh_loader, monkeypatch):
-  monkeypatch.setenv(native.DISABLE_VARIABLE, '0')
-  assert native.load() is None
 
 
 def test_an_unwritable_cache_builds_for_the_process(tmp_path):
@@ -132,17 +127,22 @@ def test_a_saved_model_does_not_need_the_kernel(tmp_path):
 
     @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 2])])
     def __call__(self, features):
-      return ops.roi_align(features, tf.constant([[[0., 0., 16., 16.]]]), 2,
-                           4, implementation='crop_and_resize')
+      return roi_align.roi_align(features, tf.constant([[[0., 0., 16., 16.]]]), 2,
+                           4, implementation='kernel')
 
   assert native.load() is not None
-  tf.saved_model.save(Pooling(), str(tmp_path / 'saved'))
+  pooling = Pooling()
+  # Traced before the save, as the export module's serving function is:
+  # the gradient is still chosen when the save traces it.
+  pooling(tf.zeros([1, 8, 8, 2]))
+  tf.saved_model.save(pooling, str(tmp_path / 'saved'))
   graph = (tmp_path / 'saved' / 'saved_model.pb').read_bytes()
   assert b'CropAndResize' in graph  # the forward and its saved gradient...
   assert b'SparseTensorDenseMatMul' in graph
   assert b'GroieRoiAlignGrad' not in graph  # ...without the C++ op
   # Training in this process still gets the C++ kernel.
-  assert _ROI_ALIGN_MODULE._native_kernel() is not None
+  assert roi_align.choose_implementation(
+      'kernel', roi_align.current_context('kernel')) == 'kernel'
 
 
 if __name__ == '__main__':

@@ -1,23 +1,81 @@
-"""Every paper-row YAML applies to its experiment and validates."""
+"""Every paper-row YAML applies, over the shared base, to its experiment
+and validates."""
 
 import pathlib
 import re
 
 import pytest
+import yaml
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 
 PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
-FILES = sorted(PAPER_DIR.glob('*.yaml'))
+BASE = PAPER_DIR / 'base_1x_8gpu.yaml'
+FILES = sorted(PAPER_DIR.glob('table*.yaml'))
+
+
+def experiment_of(path):
+  header = path.read_text(encoding='utf-8')
+  return re.search(r'^# Experiment: (\S+)$', header, re.M).group(1)
 
 
 def load(path):
-  """The experiment named in the file's header, with the file applied as
-  `train.py --config_file` does (strictly: an unknown key fails)."""
+  """The experiment named in the row's header, with the base and then the
+  row applied as `train.py --config_file=<base> --config_file=<row>` does
+  (strictly: an unknown key fails)."""
+  return loading.load_experiment(experiment_of(path), [str(BASE), str(path)])
+
+
+def leaves(path):
+  """{dotted key: value} of every leaf of a YAML file."""
+  def walk(node, prefix):
+    if isinstance(node, dict):
+      for key, value in node.items():
+        yield from walk(value, f'{prefix}{key}.')
+    else:
+      yield prefix[:-1], node
+  return dict(walk(yaml.safe_load(path.read_text(encoding='utf-8')), ''))
+
+
+# The one base key a row changes: GC-Net trains its batch norms.
+OVERRIDES = {'task.model.norm_eval': {'table5_gcnet_baseline',
+                                      'table5_gcnet_groie',
+                                      'table5_gcnet_r101_baseline',
+                                      'table5_gcnet_r101_groie'}}
+
+
+def test_the_base_holds_every_shared_key_and_no_row_restates_one():
+  """Each key is said once: a row sets no key of the base but the declared
+  overrides, each to another value; and a key every row sets alike
+  belongs in the base."""
+  base = leaves(BASE)
+  assert {'runtime.num_gpus', 'task.model.frozen_stages',
+          'trainer.train_steps'} <= base.keys()
+  rows = {path.stem: leaves(path) for path in FILES}
+  for name, row in rows.items():
+    restated = row.keys() & base.keys()
+    assert restated == {k for k, names in OVERRIDES.items() if name in names}, (
+        name, restated)
+    for key in restated:
+      assert row[key] != base[key], (name, key)
+  shared = set.intersection(*({(k, repr(v)) for k, v in row.items()}
+                              for row in rows.values()))
+  assert not shared, f'every row sets these alike, the base should: {shared}'
+
+
+@pytest.mark.parametrize('path', FILES, ids=lambda p: p.stem)
+def test_rows_header_gives_its_command(path):
+  """`python train.py` with the row's experiment, the base, then the row."""
   header = path.read_text(encoding='utf-8')
-  experiment = re.search(r'^# Experiment: (\S+)$', header, re.M).group(1)
-  return groie_config.load_experiment(experiment, [str(path)])
+  command = re.search(r'^#   (python train\.py .*?--model_dir=\S+)$', header,
+                      re.M | re.S)
+  assert command, 'no command in the header'
+  arguments = re.sub(r'\s*\\\n#\s*', ' ', command.group(1)).split()
+  assert arguments == [
+      'python', 'train.py', f'--experiment={experiment_of(path)}',
+      '--mode=train_and_eval', f'--config_file=configs/paper/{BASE.name}',
+      f'--config_file=configs/paper/{path.name}', '--model_dir=...']
 
 
 # The paper's Table I baseline and its Table V Faster R-CNN row are one run

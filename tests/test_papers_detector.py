@@ -8,7 +8,7 @@ import tf_keras
 from official.core import task_factory
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
-from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.layers import GeneralizedAttention
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
@@ -24,14 +24,21 @@ from tests.tiny_experiment import tiny_experiment
 pytestmark = pytest.mark.slow
 
 PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
-PAPER = PAPER_DIR / 'table5_mask_rcnn_groie.yaml'
+
+
+def _paper_row(experiment, row):
+  """`train.py --experiment=<experiment>
+  --config_file=configs/paper/base_1x_8gpu.yaml
+  --config_file=configs/paper/<row>.yaml`'s config."""
+  return loading.load_experiment(experiment, [
+      str(PAPER_DIR / 'base_1x_8gpu.yaml'), str(PAPER_DIR / f'{row}.yaml')])
 
 
 def _paper_model():
   """The Table V GRoIE row's model through the task, at a CPU size: smaller
   input and backbone, the same heads (256-channel FPN, 91 classes)."""
-  config = groie_config.load_experiment('groie_maskrcnn_resnetfpn_coco',
-                                        [str(PAPER)])
+  config = _paper_row('groie_maskrcnn_resnetfpn_coco',
+                      'table5_mask_rcnn_groie')
   config.override({'task': {'model': {
       'input_size': [128, 128, 3],
       'backbone': {'resnet': {'model_id': 18, 'depth_multiplier': 0.25}}}}})
@@ -64,13 +71,13 @@ def test_the_paper_configs_build_the_two_fc_head_and_freeze_the_backbone():
 
 def test_the_gcnet_row_builds_gcnet_with_the_authors_attention_heads():
   """`train.py --experiment=groie_gcnet_maskrcnn_resnetfpn_coco
+  --config_file=configs/paper/base_1x_8gpu.yaml
   --config_file=configs/paper/table5_gcnet_groie.yaml`'s model, at a CPU
   size (R50 at a quarter width, 128 px): 13 context blocks in c3-c5, stem
   and c2 frozen, batch norms training elsewhere, 8 attention heads in the
   box extractor and 6 in the mask extractor."""
-  config = groie_config.load_experiment(
-      'groie_gcnet_maskrcnn_resnetfpn_coco',
-      [str(PAPER_DIR / 'table5_gcnet_groie.yaml')])
+  config = _paper_row('groie_gcnet_maskrcnn_resnetfpn_coco',
+                      'table5_gcnet_groie')
   config.override({'task': {'model': {
       'input_size': [128, 128, 3],
       'backbone': {'gc_resnet': {'depth_multiplier': 0.25}}}}})
@@ -93,6 +100,7 @@ def test_the_gcnet_row_builds_gcnet_with_the_authors_attention_heads():
 @pytest.mark.parametrize('row', ['baseline', 'groie'])
 def test_the_grid_rows_build_grid_rcnn_with_mmdetections_head(row):
   """`train.py --experiment=[groie_]gridrcnn_resnetfpn_coco
+  --config_file=configs/paper/base_1x_8gpu.yaml
   --config_file=configs/paper/table5_grid_rcnn_<row>.yaml`'s model at a
   CPU size (R50 at a quarter width, 128 px; the FPN keeps its 256
   channels): Grid R-CNN with mmdetection's GridHead, 23,123,145 weights,
@@ -100,8 +108,7 @@ def test_the_grid_rows_build_grid_rcnn_with_mmdetections_head(row):
   baseline, the paper's block in the GRoIE row)."""
   name = {'baseline': 'gridrcnn_resnetfpn_coco',
           'groie': 'groie_gridrcnn_resnetfpn_coco'}[row]
-  config = groie_config.load_experiment(
-      name, [str(PAPER_DIR / f'table5_grid_rcnn_{row}.yaml')])
+  config = _paper_row(name, f'table5_grid_rcnn_{row}')
   config.override({'task': {'model': {
       'input_size': [128, 128, 3],
       'backbone': {'resnet': {'depth_multiplier': 0.25}}}}})

@@ -1,6 +1,5 @@
 """groie_tf.ops.roi_align and fpn_levels against the float64 references."""
 
-import importlib
 import json
 import os
 import subprocess
@@ -10,30 +9,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from groie_tf import ops
+from groie_tf.ops import fpn_levels
+from groie_tf.ops import roi_align
 from tests.reference import roi_align as ref
 
-IMPLEMENTATIONS = ['crop_and_resize', 'gather']
+# The two forward passes: crop_and_resize (what 'auto' runs on a CPU) and
+# gather.
+IMPLEMENTATIONS = ['auto', 'gather']
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# `groie_tf.ops.roi_align` is the function; the module holds its gradient.
-_ROI_ALIGN_MODULE = importlib.import_module('groie_tf.ops.roi_align')
+# `groie_tf.ops.roi_align` is the function; the module holds the rest.
 
-# The feature gradient's three paths: the crop_and_resize path's C++ kernel
-# and its pure-TensorFlow fallback (a sparse product), and the gather
-# path's segment sum.
-GRADIENT_PATHS = ['native', 'sparse', 'gather']
+# The feature gradients a CPU can run: the C++ kernel, the sparse product
+# and the gather path's segment sum ('atomic' needs a GPU; its plumbing is
+# tested below on boxes that cannot race).
+GRADIENT_PATHS = ['kernel', 'sparse', 'gather']
 
 
 @pytest.fixture(params=GRADIENT_PATHS)
-def gradient_path(request, monkeypatch):
-  """`(path, implementation argument)`, with only that path enabled."""
-  path = request.param
-  if path == 'sparse':
-    monkeypatch.setattr(_ROI_ALIGN_MODULE, '_native_kernel', lambda: None)
-  elif path == 'native':
-    assert _ROI_ALIGN_MODULE._native_kernel() is not None, (
-        'the C++ kernel did not build: see the warning in the log')
-  return path, 'gather' if path == 'gather' else 'crop_and_resize'
+def gradient_path(request):
+  """`(path, implementation argument)`: the same name."""
+  return request.param, request.param
 
 
 def make_boxes(image_height, image_width):
@@ -72,7 +67,7 @@ def test_matches_reference(implementation, aligned, stride, height, width,
                            output_size, sampling_ratio):
   features = make_features(height, width)
   boxes = make_boxes(height * stride, width * stride)
-  got = ops.roi_align(tf.constant(features), tf.constant(boxes), output_size,
+  got = roi_align.roi_align(tf.constant(features), tf.constant(boxes), output_size,
                       stride, sampling_ratio, aligned, implementation)
   want = ref.roi_align(features, boxes, output_size, stride, sampling_ratio,
                        aligned)
@@ -92,7 +87,7 @@ def test_flat_boxes_are_pooled_from_the_image_their_index_names(
   images = rng.integers(0, 2, 24)
   rows = rng.integers(0, 9, 24)
   boxes = per_image[images, rows]  # [24, 4]
-  got = ops.roi_align_flat(tf.constant(features), tf.constant(boxes),
+  got = roi_align.roi_align_flat(tf.constant(features), tf.constant(boxes),
                            tf.constant(images, tf.int32), 3, stride,
                            implementation=implementation)
   assert got.shape == (24, 3, 3, 3)
@@ -101,7 +96,7 @@ def test_flat_boxes_are_pooled_from_the_image_their_index_names(
       for i, box in zip(images, boxes)])
   np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
   # The other image's features give other numbers for most of them.
-  swapped = ops.roi_align_flat(tf.constant(features), tf.constant(boxes),
+  swapped = roi_align.roi_align_flat(tf.constant(features), tf.constant(boxes),
                                tf.constant(1 - images, tf.int32), 3, stride,
                                implementation=implementation).numpy()
   assert (np.abs(swapped - want).max(axis=(1, 2, 3)) > 1e-3).sum() > 12
@@ -119,7 +114,7 @@ def test_flat_feature_gradient_matches_reference(gradient_path):
   upstream = np.random.default_rng(6).standard_normal((9, 2, 2, 20))
   with tf.GradientTape() as tape:
     tape.watch(features)
-    pooled = ops.roi_align_flat(features, tf.constant(boxes), images, 2,
+    pooled = roi_align.roi_align_flat(features, tf.constant(boxes), images, 2,
                                 stride, implementation=implementation)
     loss = tf.reduce_sum(pooled * tf.constant(upstream, tf.float32))
   got = tape.gradient(loss, features).numpy()
@@ -139,7 +134,7 @@ def test_boxes_outside_the_map_give_zeros_and_edge_boxes_do_not():
   """The clamp and the zero rule are what separate this from plain resize."""
   features = make_features(6, 7)
   boxes = make_boxes(6 * 8, 7 * 8)
-  out = ops.roi_align(tf.constant(features), tf.constant(boxes), 7, 8).numpy()
+  out = roi_align.roi_align(tf.constant(features), tf.constant(boxes), 7, 8).numpy()
   np.testing.assert_array_equal(out[:, 3:5], 0.0)  # wholly outside
   assert np.all(np.abs(out[:, 1]).sum(axis=(1, 2, 3)) > 0)  # partly outside
 
@@ -155,7 +150,7 @@ def test_feature_gradient_matches_reference(gradient_path, aligned):
   features_t = tf.constant(features)
   with tf.GradientTape() as tape:
     tape.watch(features_t)
-    pooled = ops.roi_align(features_t, tf.constant(boxes), 3, 4, 2, aligned,
+    pooled = roi_align.roi_align(features_t, tf.constant(boxes), 3, 4, 2, aligned,
                            implementation)
     loss = tf.reduce_sum(pooled * tf.constant(upstream, tf.float32))
   got = tape.gradient(loss, features_t).numpy()
@@ -169,7 +164,7 @@ def test_feature_gradient_matches_reference(gradient_path, aligned):
 # case of tests/roi_align_race.py (2048 boxes over one 10x9x32 map), with 2
 # threads and two training processes busy on the same 2 cores, it was wrong
 # in 27 of 50 runs, by 4-43% of the gradient's scale
-# (`python -m tests.roi_align_race crop_and_resize 2 50 --tf_kernel`); a
+# (`python -m tests.roi_align_race kernel 2 50 --tf_kernel`); a
 # smaller case on an idle machine raced in 56 of 100. A race-free gradient
 # is exact to float32 rounding (8e-6 of the scale: 2048 boxes add into few
 # pixels) in every run. 40 runs miss a kernel that races that often with
@@ -181,18 +176,14 @@ RACE_TOLERANCE = 1e-4
 
 
 def _race_report(path, threads, runs):
-  implementation = 'gather' if path == 'gather' else 'crop_and_resize'
-  env = dict(os.environ, PYTHONPATH=_ROOT)
-  if path == 'sparse':
-    env['GROIE_TF_NATIVE_OPS'] = '0'
   result = subprocess.run(
-      [sys.executable, '-m', 'tests.roi_align_race', implementation,
-       str(threads), str(runs)],
-      cwd=_ROOT, capture_output=True, text=True, timeout=600, env=env)
+      [sys.executable, '-m', 'tests.roi_align_race', path, str(threads),
+       str(runs)],
+      cwd=_ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONPATH=_ROOT))
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report['threads'] == threads
-  assert report['native'] == (path == 'native'), report
   return report
 
 
@@ -204,7 +195,7 @@ def test_feature_gradient_is_exact_in_every_run_with_two_threads(path):
   assert max(report['ours']) < RACE_TOLERANCE, report
   if path != 'gather':
     assert len(report['digests']) == 1, report
-  if path == 'native':
+  if path == 'kernel':
     assert _race_report(path, threads=1, runs=1)['digests'] == (
         report['digests'])
 
@@ -230,7 +221,7 @@ def test_samples_exactly_on_the_limits_read_the_edge(gradient_path):
       (2, boxes.shape[1], 1, 1, 3))
   with tf.GradientTape() as tape:
     tape.watch(features_t)
-    pooled = ops.roi_align(features_t, tf.constant(boxes), 1, 1, 1,
+    pooled = roi_align.roi_align(features_t, tf.constant(boxes), 1, 1, 1,
                            implementation=implementation)
   got = pooled.numpy()[:, :, 0, 0]
   f = features
@@ -253,7 +244,7 @@ def test_samples_exactly_on_the_limits_read_the_edge(gradient_path):
 @pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 def test_no_boxes(implementation):
   features = tf.constant(make_features(5, 6))
-  out = ops.roi_align(features, tf.zeros([2, 0, 4]), 7, 4,
+  out = roi_align.roi_align(features, tf.zeros([2, 0, 4]), 7, 4,
                       implementation=implementation)
   assert out.shape == (2, 0, 7, 7, 3)
 
@@ -261,7 +252,7 @@ def test_no_boxes(implementation):
 def test_static_shape_is_kept_for_a_dynamic_batch():
   """Model Garden's heads read N, P and C from the static shape."""
   fn = tf.function(
-      lambda f, b: ops.roi_align(f, b, 7, 4),
+      lambda f, b: roi_align.roi_align(f, b, 7, 4),
       input_signature=[tf.TensorSpec([None, 8, 8, 5]),
                        tf.TensorSpec([None, 12, 4])])
   concrete = fn.get_concrete_function()
@@ -271,7 +262,7 @@ def test_static_shape_is_kept_for_a_dynamic_batch():
 def test_xla_auto_uses_gather_and_matches_reference():
   features = make_features(6, 7)
   boxes = make_boxes(6 * 8, 7 * 8)
-  compiled = tf.function(lambda f, b: ops.roi_align(f, b, 7, 8),
+  compiled = tf.function(lambda f, b: roi_align.roi_align(f, b, 7, 8),
                          jit_compile=True)
   got = compiled(tf.constant(features), tf.constant(boxes)).numpy()
   np.testing.assert_allclose(got, ref.roi_align(features, boxes, 7, 8),
@@ -283,7 +274,7 @@ def test_xla_auto_uses_gather_and_matches_reference():
 def test_output_keeps_the_feature_dtype(dtype, implementation):
   features = make_features(6, 7)
   boxes = make_boxes(6 * 8, 7 * 8)
-  out = ops.roi_align(tf.cast(features, dtype), tf.constant(boxes), 3, 8,
+  out = roi_align.roi_align(tf.cast(features, dtype), tf.constant(boxes), 3, 8,
                       implementation=implementation)
   assert out.dtype == dtype
   # bfloat16 keeps 8 bits of mantissa: the input rounding bounds the error.
@@ -304,18 +295,102 @@ def test_invalid_arguments_raise(kwargs, message):
   args = dict(output_size=7, stride=4)
   args.update(kwargs)
   with pytest.raises(ValueError, match=message):
-    ops.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 1, 4]), **args)
+    roi_align.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 1, 4]), **args)
 
 
 def test_wrong_box_shape_raises():
   with pytest.raises(ValueError, match=r'boxes must be \[B, N, 4\]'):
-    ops.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), 7, 4)
+    roi_align.roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), 7, 4)
   with pytest.raises(ValueError, match=r'boxes must be \[K, 4\]'):
-    ops.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 2, 4]), [0], 7,
+    roi_align.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 2, 4]), [0], 7,
                        4)
   with pytest.raises(ValueError, match=r'box_indices must be \[K\]'):
-    ops.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([3, 4]), [0, 0], 7,
+    roi_align.roi_align_flat(tf.zeros([1, 4, 4, 1]), tf.zeros([3, 4]), [0, 0], 7,
                        4)
+
+
+_CPU = dict(in_xla=False, has_gpu=False, op_determinism=False,
+            kernel_loaded=True)
+_GPU = dict(_CPU, has_gpu=True, kernel_loaded=False)
+
+
+@pytest.mark.parametrize('requested,context,expected', [
+    # What 'auto' runs, by device (the module doc's list).
+    ('auto', _CPU, 'kernel'),
+    ('auto', dict(_CPU, op_determinism=True), 'kernel'),
+    ('auto', dict(_CPU, kernel_loaded=False), 'sparse'),
+    ('auto', dict(_CPU, in_xla=True), 'gather'),
+    ('auto', _GPU, 'atomic'),
+    ('auto', dict(_GPU, op_determinism=True), 'gather'),
+    ('auto', dict(_GPU, in_xla=True), 'gather'),
+    # An explicit choice runs as asked where it can.
+    ('kernel', _CPU, 'kernel'),
+    ('sparse', _GPU, 'sparse'),
+    ('gather', _CPU, 'gather'),
+    ('atomic', _GPU, 'atomic'),
+])
+def test_the_implementation_chosen_for_each_device(requested, context,
+                                                   expected):
+  context = roi_align.TraceContext(**context)
+  assert roi_align.choose_implementation(requested, context) == expected
+
+
+@pytest.mark.parametrize('requested,context,message', [
+    ('atomic', _CPU, 'needs a GPU'),
+    ('atomic', dict(_GPU, op_determinism=True), 'no deterministic GPU'),
+    ('kernel', _GPU, 'where a GPU is visible'),
+    ('kernel', dict(_CPU, kernel_loaded=False), 'could not be built'),
+    ('sparse', dict(_CPU, in_xla=True), 'XLA'),
+    ('kernel', dict(_GPU, in_xla=True), 'XLA'),
+])
+def test_an_implementation_that_cannot_run_there_is_refused(
+    requested, context, message):
+  context = roi_align.TraceContext(**context)
+  with pytest.raises(ValueError, match=message):
+    roi_align.choose_implementation(requested, context)
+
+
+def test_the_context_is_read_from_tensorflow():
+  """On this CPU machine, outside XLA: the C++ kernel; inside a jit_compile
+  function, XLA is seen (and the gather path compiles there)."""
+  context = roi_align.current_context('auto')
+  assert context == roi_align.TraceContext(**_CPU)
+  assert not roi_align.current_context('sparse').kernel_loaded
+  seen = []
+
+  @tf.function(jit_compile=True)
+  def pooled(features, boxes):
+    seen.append(roi_align.current_context('auto'))
+    return roi_align.roi_align(features, boxes, 3, 8)
+
+  features, boxes = make_features(6, 7), make_boxes(48, 56)
+  np.testing.assert_allclose(pooled(features, boxes).numpy(),
+                             ref.roi_align(features, boxes, 3, 8),
+                             rtol=0, atol=2e-5)
+  assert seen[0].in_xla and not seen[0].kernel_loaded
+
+
+def test_the_atomic_path_is_tensorflows_gradient_through_the_padding():
+  """'atomic' is refused on a CPU, where TensorFlow's gradient races; its
+  plumbing (CropAndResize's and the edge padding's registered gradients)
+  is checked here on one box per image, which no two threads share."""
+  features = make_features(6, 7)
+  boxes = make_boxes(48, 56)[:, 1:2]  # partly outside: reads the padding
+  upstream = np.random.default_rng(4).standard_normal(
+      (2, 1, 3, 3, 3)).astype(np.float32)
+  flat_boxes = tf.constant(boxes.reshape(-1, 4))
+  ys, xs = roi_align._sample_coordinates(flat_boxes, 8.0, 6, True)
+  features_t = tf.constant(features)
+  with tf.GradientTape() as tape:
+    tape.watch(features_t)
+    pooled = roi_align._pool_with_crop_and_resize(
+        features_t, tf.constant([0, 1]), ys, xs, 2, 'atomic')
+  got = tape.gradient(pooled, features_t,
+                      output_gradients=tf.constant(upstream.reshape(
+                          2, 3, 3, 3)))
+  want = ref.roi_align_feature_gradient(features.shape, boxes, upstream, 3,
+                                        8, 2)
+  np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5)
 
 
 def test_fpn_levels_match_reference():
@@ -328,7 +403,7 @@ def test_fpn_levels_match_reference():
                       [0, 0, 0, 0], [5, 5, 1, 9], [0, 0, 111.9, 112]],
                      np.float32)
   boxes = np.concatenate([boxes, np.broadcast_to(special, (2, 6, 4))], 1)
-  got = ops.fpn_levels(tf.constant(boxes, tf.float32), 2, 5).numpy()
+  got = fpn_levels.fpn_levels(tf.constant(boxes, tf.float32), 2, 5).numpy()
   want = ref.fpn_levels(boxes.astype(np.float32), 2, 5)
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(got[0, -6:], [4, 3, 5, 2, 2, 2])

@@ -17,18 +17,19 @@ from official.common import distribute_utils
 from groie_tf import precision
 from groie_tf import training
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.configs import loading
 from groie_tf.data import shapes
 from groie_tf.errors import UserError
 from tests.tiny_experiment import tiny_own_data_experiment
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PAPER_MASK_RCNN = os.path.join(_ROOT, 'configs', 'paper',
-                                'table5_mask_rcnn_groie.yaml')
+_PAPER = [os.path.join(_ROOT, 'configs', 'paper', name) for name in (
+    'base_1x_8gpu.yaml', 'table5_mask_rcnn_groie.yaml')]
 
 
 def _paper_config(override=''):
-  return groie_config.load_experiment('groie_maskrcnn_resnetfpn_coco',
-                                      [_PAPER_MASK_RCNN], override)
+  return loading.load_experiment('groie_maskrcnn_resnetfpn_coco', _PAPER,
+                                 override)
 
 
 def test_a_frozen_backbone_without_a_checkpoint_is_refused():
@@ -87,7 +88,7 @@ def _recorded_strategies(monkeypatch, visible_gpus):
 
 def test_strategy_defaults_to_every_visible_gpu(monkeypatch):
   built = _recorded_strategies(monkeypatch, visible_gpus=3)
-  runtime = groie_config.load_experiment('maskrcnn_shapes').runtime
+  runtime = loading.load_experiment('maskrcnn_shapes').runtime
   training.build_strategy(runtime)
   assert built[-1]['num_gpus'] == 3
   assert built[-1]['distribution_strategy'] == 'mirrored'
@@ -136,13 +137,13 @@ def test_auto_precision_is_chosen_per_device(requested, kind, flags,
 
 
 def test_coco_experiments_choose_their_precision_and_paper_rows_say_float32():
-  coco = groie_config.load_experiment('groie_maskrcnn_resnetfpn_coco')
+  coco = loading.load_experiment('groie_maskrcnn_resnetfpn_coco')
   assert coco.runtime.mixed_precision_dtype == precision.AUTO
   assert coco.trainer.validation_steps == -1  # the whole validation set
   assert _paper_config().runtime.mixed_precision_dtype == 'float32'
   with pytest.raises(UserError, match=r"mixed_precision_dtype must be one "
                                       r"of float32, bfloat16, float16, auto"):
-    groie_config.load_experiment('groie_maskrcnn_shapes', (),
+    loading.load_experiment('groie_maskrcnn_shapes', (),
                                  'runtime.mixed_precision_dtype=bf16')
 
 

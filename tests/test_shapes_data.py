@@ -59,8 +59,9 @@ def test_objects_range_from_under_16_to_over_200_pixels():
       np.testing.assert_array_equal(
           shapes.polygons_to_mask(polygons, config.image_size), mask)
   assert min(extents) < 16 and max(extents) > 200
-  # FPN Eq. 1 (224 px at P4) gives these boxes P2 and P3 only (README: the
-  # stock aligner never pools P4-P5 here; GRoIE pools them all).
+  # FPN Eq. 1 (224 px at P4) gives these boxes P2 and P3 only
+  # (docs/training.md, "The built-in data set": the stock aligner never
+  # pools P4-P5 here; GRoIE pools them all).
   levels = np.clip(np.floor(4 + np.log2(np.array(box_scales) / 224 + 1e-6)),
                    2, 5)
   assert set(levels) == {2, 3}

@@ -519,6 +519,8 @@ def test_sigterm_saves_the_current_step_and_the_run_resumes(tiny_shapes,
   assert f'restored model from {model_dir}/ckpt-{step}.' in text
   assert f'step {step + 1}/{step + 1}' in text
   assert f'Resuming at step {step}: the data order is reseeded' in text
+  # The ablation's records read the resume steps as data, not from the log.
+  assert training.resume_steps(str(model_dir)) == [step]
 
 
 def test_two_workers_stop_together_and_resume_together(tiny_shapes, tmp_path):

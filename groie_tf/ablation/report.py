@@ -17,8 +17,7 @@ import tensorflow as tf
 from groie_tf import training
 from groie_tf.ablation import sweep
 from groie_tf.ablation import variants as variants_lib
-from groie_tf.configs import groie_maskrcnn as groie_config
-from groie_tf.layers import GRoIE
+from groie_tf.modeling import builder
 
 BOX_METRICS = training.BOX_METRICS
 MASK_METRICS = training.MASK_METRICS
@@ -41,8 +40,7 @@ def extractor_parameters(variant: variants_lib.Variant) -> int:
       (model.box_groie, model.roi_aligner.crop_size),
       (model.mask_groie, model.mask_roi_aligner.crop_size)):
     if block is not None:
-      layer = GRoIE(
-          **groie_config.groie_layer_kwargs(block, crop_size))
+      layer = builder.groie_layer(block, crop_size)
       layer(features, boxes)
       total += layer.count_params()
   return total

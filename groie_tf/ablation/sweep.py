@@ -1,6 +1,6 @@
-"""Runs variants x seeds through `train.py`, once each, and records them.
+"""Runs variants x seeds through `groie_tf.train`, once each, and records them.
 
-A run is `train.py --mode=train_and_eval` in a child process, with the
+A run is `python -m groie_tf.train --mode=train_and_eval` in a child process, with the
 variant's config delta, the seed and the evaluation interval in one YAML
 file beside its checkpoints (`<work_dir>/<variant>_seed<k>/ablation.yaml`).
 When it ends, its record goes to `<results_dir>/ablation/runs/` as JSON:
@@ -10,9 +10,10 @@ again; a run without one (new, killed, failed) is run, and resumes from its
 last checkpoint if it has one. The records, not the checkpoints, are what a
 sweep keeps: commit them and the table can be rebuilt anywhere.
 
-SIGTERM or Ctrl-C stops the sweep the way it stops `train.py`: the running
-child gets one SIGTERM, saves its step and exits; no record is written, so
-the next sweep resumes that run.
+SIGTERM or Ctrl-C stops the sweep the way it stops a training run: the
+running child gets SIGTERM, saves its step and exits; no record is written,
+so the next sweep resumes that run. A second signal reaches the child too,
+which then exits at once (`groie_tf.stopping`).
 """
 
 import dataclasses
@@ -21,7 +22,6 @@ import glob
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -32,12 +32,11 @@ from absl import logging
 import tensorflow as tf
 import yaml
 
+from groie_tf import stopping
 from groie_tf import training
 from groie_tf.ablation import variants as variants_lib
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-TRAIN_PY = os.path.join(_ROOT, 'train.py')
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Lines of a failed run's log kept in its record.
 _LOG_TAIL_LINES = 30
 
@@ -170,8 +169,8 @@ def machine_label(described: Optional[Mapping[str, Any]]) -> str:
 
 def _commit() -> str:
   try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=_ROOT,
-                          capture_output=True, text=True,
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                          cwd=_PACKAGE_DIR, capture_output=True, text=True,
                           check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return ''
@@ -203,46 +202,24 @@ def _write_record(results_dir: str, record: Mapping[str, Any]) -> None:
 
 
 class _ForwardSignals:
-  """While a child runs, SIGTERM and SIGINT reach it once, as SIGTERM.
+  """While a child runs, each SIGTERM and SIGINT reaches it as SIGTERM: the
+  first makes it save its step and stop, a second stop at once.
 
-  The child runs in its own session, so that Ctrl-C in a terminal does not
-  reach it directly: a second signal would kill it before it saves.
+  The child runs in its own session, so that Ctrl-C in a terminal reaches
+  it only through here, once per key press.
   """
 
   def __init__(self):
     self.child: Optional[subprocess.Popen] = None
     self.signal_number: Optional[int] = None
-    self._previous = {}
 
-  def _handle(self, signal_number, frame):
-    del frame
-    if self.signal_number is not None:
-      return  # one stop request is enough; the child is saving
-    self.signal_number = signal_number
-    if self.child is not None and self.child.poll() is None:
-      self.child.send_signal(signal.SIGTERM)
-
-  def __enter__(self):
-    for number in (signal.SIGTERM, signal.SIGINT):
-      self._previous[number] = signal.signal(number, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for number, handler in self._previous.items():
-      signal.signal(number, handler)
-
-
-def resume_steps(log_path: str) -> List[int]:
-  """The steps a run resumed at, from its log (`training.resumed_params`).
-
-  A resumed run is reseeded, so its result is a function of its seed and
-  of these steps: the record keeps them.
-  """
-  if not os.path.exists(log_path):
-    return []
-  with open(log_path, errors='replace') as f:
-    return [int(step) for step in re.findall(r'Resuming at step (\d+):',
-                                             f.read())]
+  def on_signal(self, signal_number: int) -> None:
+    """Called by `stopping.watching_signals`'s watcher thread."""
+    if self.signal_number is None:
+      self.signal_number = signal_number
+    child = self.child
+    if child is not None and child.poll() is None:
+      child.send_signal(signal.SIGTERM)
 
 
 def _log_tail(path: str) -> List[str]:
@@ -254,7 +231,7 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
             results_dir: str, eval_interval: int,
             override: Mapping[str, Any],
             signals: _ForwardSignals) -> Dict[str, Any]:
-  """Trains and evaluates one run in a child `train.py`; returns its record.
+  """Trains and evaluates one run in a child process; returns its record.
 
   Raises:
     SweepStopped: the sweep was asked to stop; the child saved its step.
@@ -269,15 +246,15 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
   with open(config_path, 'w') as f:
     yaml.safe_dump(config, f, sort_keys=True)
   log_path = os.path.join(model_dir, 'train.log')
-  command = [sys.executable, TRAIN_PY, f'--experiment={variant.experiment}',
-             '--mode=train_and_eval', f'--model_dir={model_dir}',
-             f'--config_file={config_path}']
+  command = [sys.executable, '-m', 'groie_tf.train',
+             f'--experiment={variant.experiment}', '--mode=train_and_eval',
+             f'--model_dir={model_dir}', f'--config_file={config_path}']
   start = time.monotonic()
   with open(log_path, 'a') as log:
     log.write(f'\n=== {datetime.datetime.now().isoformat(timespec="seconds")}'
               f' {" ".join(command)}\n')
     log.flush()
-    signals.child = subprocess.Popen(command, cwd=_ROOT, stdout=log,
+    signals.child = subprocess.Popen(command, stdout=log,
                                      stderr=subprocess.STDOUT,
                                      start_new_session=True)
     if signals.signal_number is not None:  # it came while the child started
@@ -294,7 +271,7 @@ def run_one(variant: variants_lib.Variant, seed: int, work_dir: str,
       'finished': datetime.datetime.now().isoformat(timespec='seconds'),
       'wall_seconds_last_attempt': round(wall_seconds, 1),
       'exit_code': exit_code,
-      'resumed_at': resume_steps(log_path),
+      'resumed_at': training.resume_steps(model_dir),
   }
   metrics_path = os.path.join(model_dir, 'metrics.json')
   if exit_code == 0 and os.path.exists(metrics_path):
@@ -355,7 +332,8 @@ def run_sweep(variants: Sequence[variants_lib.Variant], seeds: Sequence[int],
   logging.info('Ablation: %d run(s) to do now, %d already recorded in %s.',
                len(todo), recorded, runs_dir(results_dir))
   durations = []
-  with _ForwardSignals() as signals:
+  signals = _ForwardSignals()
+  with stopping.watching_signals(signals.on_signal):
     for index, (variant, seed) in enumerate(todo):
       eta = ('unknown' if not durations else str(datetime.timedelta(
           seconds=int(sum(durations) / len(durations) * (len(todo) - index)))))

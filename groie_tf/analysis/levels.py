@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from groie_tf import ops
+from groie_tf.ops import fpn_levels
 from groie_tf.layers import GRoIE
 
 # RoI sizes (sqrt of area, input pixels) grouped as FPN's rule splits them
@@ -62,7 +62,7 @@ def summarize(shares: np.ndarray, boxes: np.ndarray, min_level: int,
   num_levels = max_level - min_level + 1
   scale = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) *
                   np.maximum(boxes[:, 3] - boxes[:, 1], 0))
-  assigned = ops.fpn_levels(tf.constant(boxes[None], tf.float32), min_level,
+  assigned = fpn_levels.fpn_levels(tf.constant(boxes[None], tf.float32), min_level,
                             max_level).numpy()[0] - min_level
   rows = []
   for low, high in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:]):

@@ -13,6 +13,7 @@ from official.modeling import hyperparams
 from official.vision.configs import maskrcnn as maskrcnn_config
 
 from groie_tf.configs import groie_maskrcnn as groie_config
+from groie_tf.errors import ConfigError
 from groie_tf.layers import grid_head as grid_head_layer
 
 
@@ -61,25 +62,25 @@ class GridRCNNTask(groie_config.GRoIEMaskRCNNTask):
 
 
 def validate_grid_model(model: GridRCNN, prefix: str = 'task.model') -> None:
-  """Raises ValueError naming the field of a bad grid option."""
+  """Raises ConfigError naming the field of a bad grid option."""
   if model.include_mask:
-    raise ValueError(f'{prefix}.include_mask: Grid R-CNN has no mask branch.')
+    raise ConfigError(f'{prefix}.include_mask: Grid R-CNN has no mask branch.')
   if model.grid_roi_aligner.crop_size != 14:
-    raise ValueError(f'{prefix}.grid_roi_aligner.crop_size must be 14 (the '
+    raise ConfigError(f'{prefix}.grid_roi_aligner.crop_size must be 14 (the '
                      f'GridHead takes 14x14 features), got '
                      f'{model.grid_roi_aligner.crop_size}.')
   try:
     grid_head_layer.GridHead(**model.grid_head.as_dict())
   except ValueError as error:
-    raise ValueError(f'{prefix}.grid_head: {error}') from error
+    raise ConfigError(f'{prefix}.grid_head: {error}') from error
   if model.max_num_grid < 1:
-    raise ValueError(f'{prefix}.max_num_grid must be >= 1, got '
+    raise ConfigError(f'{prefix}.max_num_grid must be >= 1, got '
                      f'{model.max_num_grid}.')
   if not 0 <= model.jitter_amplitude < 1:
-    raise ValueError(f'{prefix}.jitter_amplitude must be in [0, 1), got '
+    raise ConfigError(f'{prefix}.jitter_amplitude must be in [0, 1), got '
                      f'{model.jitter_amplitude}.')
   if model.pos_radius < 0:
-    raise ValueError(f'{prefix}.pos_radius must be >= 0, got '
+    raise ConfigError(f'{prefix}.pos_radius must be >= 0, got '
                      f'{model.pos_radius}.')
   groie_config.validate_groie_block(model.grid_groie,
                                     model.grid_roi_aligner.crop_size, model,

@@ -13,16 +13,18 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from official.core import config_definitions as cfg
-from official.core import exp_factory
 from official.modeling import hyperparams
 from official.vision.configs import maskrcnn as maskrcnn_config
 
 from groie_tf import precision
 from groie_tf.configs import backbones
 from groie_tf.data import shapes
-from groie_tf.errors import UserError
+from groie_tf.errors import ConfigError
 from groie_tf.layers import groie as groie_layer
-from groie_tf.modeling import backbone_freezing
+
+# mmdetection's range: -1 freezes nothing, 0 the stem, k the stem and
+# stages 1..k (stage 1 is C2, stride 4).
+FROZEN_STAGES_RANGE = (-1, 4)
 
 _LAYER_DEFAULTS = {
     name: parameter.default for name, parameter in
@@ -56,7 +58,7 @@ class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
 
   `frozen_stages` and `norm_eval` are mmdetection's ResNet options, which
   every detector of the paper uses (1 and True); the defaults keep Model
-  Garden's behaviour (see `groie_tf.modeling.backbone_freezing`):
+  Garden's behaviour (`groie_tf.modeling.backbone_freezing` applies them):
 
   - frozen_stages: -1 trains the whole backbone; 0 freezes the stem; k in
     1..4 the stem and stages 1..k. ResNet backbones only (plain or GC).
@@ -114,7 +116,7 @@ def groie_layer_kwargs(block: GRoIEBlock, crop_size: int) -> Dict[str, Any]:
 
 
 def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
-  """Raises ValueError naming the config field of an invalid GRoIE, GC
+  """Raises ConfigError naming the config field of an invalid GRoIE, GC
   backbone or backbone-freezing option.
 
   Builds each configured layer (construction validates every argument), so
@@ -132,35 +134,35 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
 
 def validate_groie_block(block: Optional[GRoIEBlock], crop_size: int,
                          model: GRoIEMaskRCNN, name: str) -> None:
-  """Raises ValueError naming `name` if the block's layer cannot be built
+  """Raises ConfigError naming `name` if the block's layer cannot be built
   or reads levels outside the model's FPN; None (stock aligner) passes."""
   if block is None:
     return
   try:
     groie_layer.GRoIE(**groie_layer_kwargs(block, crop_size))
   except (TypeError, ValueError) as error:
-    raise ValueError(f'{name}: {error}') from error
+    raise ConfigError(f'{name}: {error}') from error
   if block.max_level > model.max_level or block.min_level < model.min_level:
     prefix = name.rsplit('.', 1)[0]
-    raise ValueError(
+    raise ConfigError(
         f'{name}: levels {block.min_level}..{block.max_level} are outside '
         f'the FPN levels {model.min_level}..{model.max_level} of {prefix}.')
 
 
 def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):
-  low, high = backbone_freezing.FROZEN_STAGES_RANGE
+  low, high = FROZEN_STAGES_RANGE
   stages = model.frozen_stages
   if isinstance(stages, bool) or not isinstance(stages, int) or not (
       low <= stages <= high):
-    raise ValueError(f'{prefix}.frozen_stages must be an int in {low}..{high} '
+    raise ConfigError(f'{prefix}.frozen_stages must be an int in {low}..{high} '
                      f'(-1: none, 0: the stem, k: the stem and stages 1..k), '
                      f'got {stages!r}.')
   if not isinstance(model.norm_eval, bool):
-    raise ValueError(f'{prefix}.norm_eval must be true or false, got '
+    raise ConfigError(f'{prefix}.norm_eval must be true or false, got '
                      f'{model.norm_eval!r}.')
   if (stages >= 0 or model.norm_eval) and model.backbone.type not in (
       'resnet', 'gc_resnet'):
-    raise ValueError(
+    raise ConfigError(
         f'{prefix}.frozen_stages and {prefix}.norm_eval need '
         f"{prefix}.backbone.type 'resnet' or 'gc_resnet', got "
         f'{model.backbone.type!r}: set them to -1 and false.')
@@ -168,7 +170,7 @@ def _validate_backbone_freezing(model: GRoIEMaskRCNN, prefix: str):
 
 def check_frozen_backbone_initialized(task: GRoIEMaskRCNNTask,
                                       prefix: str = 'task') -> None:
-  """Raises UserError if training would freeze backbone weights or
+  """Raises ConfigError if training would freeze backbone weights or
   batch-norm statistics that no checkpoint initialises.
 
   mmdetection's `frozen_stages` and `norm_eval` (every paper config) and
@@ -189,23 +191,23 @@ def check_frozen_backbone_initialized(task: GRoIEMaskRCNNTask,
       'all' in modules or 'backbone' in modules)
   if not frozen or restores_backbone or task.allow_random_frozen_backbone:
     return
-  raise UserError(
+  raise ConfigError(
       f'{" and ".join(frozen)} freeze backbone weights or batch-norm '
       f'statistics, but {prefix}.init_checkpoint restores no backbone '
       f'(init_checkpoint {task.init_checkpoint!r}, init_checkpoint_modules '
       f'{task.init_checkpoint_modules!r}): they would stay at their random '
       f'initialisation. Either set {prefix}.init_checkpoint to an ImageNet '
       f'backbone checkpoint with {prefix}.init_checkpoint_modules=backbone '
-      '(README, "An ImageNet backbone"), or train the whole '
+      '(docs/training.md, "An ImageNet backbone"), or train the whole '
       f'backbone: {prefix}.model.frozen_stages=-1,{prefix}.model.norm_eval='
       f'false,{prefix}.freeze_backbone=false. To train frozen random '
       f'weights on purpose: {prefix}.allow_random_frozen_backbone=true.')
 
 
 def check_precision(runtime: cfg.RuntimeConfig, prefix: str = 'runtime'):
-  """Raises UserError unless the compute dtype is one `precision` knows."""
+  """Raises ConfigError unless the compute dtype is one `precision` knows."""
   if runtime.mixed_precision_dtype not in precision.VALUES:
-    raise UserError(
+    raise ConfigError(
         f'{prefix}.mixed_precision_dtype must be one of '
         f'{", ".join(str(v) for v in precision.VALUES if v)} or null, got '
         f'{runtime.mixed_precision_dtype!r}.')
@@ -220,7 +222,7 @@ def shapes_data_paths(data: shapes.ShapesDataset) -> Dict[str, str]:
 
 
 def check_shapes_data_paths(task: GRoIEMaskRCNNTask, prefix: str = 'task'):
-  """Raises ValueError if the config names the built-in set and other data.
+  """Raises ConfigError if the config names the built-in set and other data.
 
   The task fills the empty paths when it reads the built-in set
   (`GRoIEMaskRCNNTask`).
@@ -236,22 +238,22 @@ def check_shapes_data_paths(task: GRoIEMaskRCNNTask, prefix: str = 'task'):
   conflicts = [f'{prefix}.{k}' for k, v in given.items()
                if v and v != expected[k]]
   if conflicts:
-    raise ValueError(
+    raise ConfigError(
         f'{prefix}.shapes_data selects the built-in data set, but '
         f'{", ".join(conflicts)} name other data. To train on your own data, '
         f'also set {prefix}.shapes_data to null.')
 
 
 def check_loop_intervals(trainer: cfg.TrainerConfig, prefix: str = 'trainer'):
-  """Raises ValueError now for what Orbit would refuse after building the model.
+  """Raises ConfigError now for what Orbit would refuse after building the model.
 
   Orbit writes summaries between loops of `steps_per_loop` steps.
   """
   loop, summary = trainer.steps_per_loop, trainer.summary_interval
   if loop <= 0:
-    raise ValueError(f'{prefix}.steps_per_loop must be positive, got {loop}.')
+    raise ConfigError(f'{prefix}.steps_per_loop must be positive, got {loop}.')
   if summary and summary > 0 and summary % loop:
-    raise ValueError(
+    raise ConfigError(
         f'{prefix}.summary_interval ({summary}) must be a multiple of '
         f'{prefix}.steps_per_loop ({loop}): set both, for example '
         f'{prefix}.steps_per_loop={loop},{prefix}.summary_interval={loop}.')
@@ -269,21 +271,3 @@ class GRoIEExperimentConfig(cfg.ExperimentConfig):
     check_shapes_data_paths(self.task)
     check_loop_intervals(self.trainer)
     check_precision(self.runtime)
-
-
-def load_experiment(name: str, config_files: Sequence[str] = (),
-                    params_override: str = '') -> cfg.ExperimentConfig:
-  """A registered experiment with training's overrides, validated.
-
-  The same steps as `train.py` (Model Garden's `parse_configuration`):
-  YAML files in order, then `params_override`, all strict.
-  """
-  params = exp_factory.get_exp_config(name)
-  for config_file in config_files:
-    params = hyperparams.override_params_dict(params, config_file,
-                                              is_strict=True)
-  if params_override:
-    params = hyperparams.override_params_dict(params, params_override,
-                                              is_strict=True)
-  params.validate()
-  return params

@@ -17,8 +17,7 @@ from absl import flags
 import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
 
-from groie_tf import cli
-from groie_tf.errors import UserError
+from groie_tf.errors import DataError
 
 
 def _tf_message(error: Exception) -> str:
@@ -69,12 +68,12 @@ def check_tfrecords(pattern: str, include_mask: bool = True,
   in 1..num_classes - 1.
 
   Raises:
-    UserError: naming the file, the record and the problem, if a file is
+    DataError: naming the file, the record and the problem, if a file is
       missing, damaged, or holds an example Model Garden cannot train on.
   """
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
-    raise UserError(f'No TFRecord file matches {pattern!r}.')
+    raise DataError(f'No TFRecord file matches {pattern!r}.')
   decoder = tf_example_decoder.TfExampleDecoder(include_mask=include_mask)
   total = 0
   for path in files:
@@ -87,9 +86,9 @@ def check_tfrecords(pattern: str, include_mask: bool = True,
         except (tf.errors.InvalidArgumentError, ValueError) as error:
           problem = _tf_message(error)
         if problem:
-          raise UserError(f'{path}: record {index} is malformed: {problem}')
+          raise DataError(f'{path}: record {index} is malformed: {problem}')
     except tf.errors.DataLossError as error:
-      raise UserError(
+      raise DataError(
           f'{path}: record {index + 1} is corrupt (not a TFRecord, or the file '
           f'is truncated): {_tf_message(error)}') from None
     total += index + 1
@@ -105,6 +104,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  # The command line's error handling, for this module run as a script only.
+  from groie_tf import cli  # pylint: disable=g-import-not-at-top
   # Defined here, not at import, so importing the checker adds no flags.
   flags.DEFINE_string('pattern', None, 'TFRecord files (a glob).')
   flags.DEFINE_boolean('include_mask', True, 'Whether records must hold masks.')

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from groie_tf.errors import UserError
+from groie_tf.errors import DataError
 
 # Starts the message of a bad id found while training (an op error, which
 # `groie_tf.training` reports as a data error).
@@ -26,13 +26,13 @@ def _advice(num_classes: int) -> str:
 
 
 def check_annotation_file(annotation_file: str, num_classes: int) -> None:
-  """Raises UserError if a category of a COCO file does not fit num_classes."""
+  """Raises DataError if a category of a COCO file does not fit num_classes."""
   with tf.io.gfile.GFile(annotation_file) as f:
     categories = json.load(f).get('categories', [])
   too_large = [c for c in categories if c['id'] >= num_classes]
   if too_large:
     top = max(too_large, key=lambda c: c['id'])
-    raise UserError(
+    raise DataError(
         f'{annotation_file} has {len(too_large)} categor'
         f'{"y" if len(too_large) == 1 else "ies"} with an id >= '
         f'{num_classes}, up to {top["id"]} ({top.get("name", "?")!r}); '

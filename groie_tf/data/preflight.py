@@ -21,7 +21,7 @@ from typing import List, NamedTuple, Sequence, Union
 
 import tensorflow as tf
 
-from groie_tf.errors import UserError
+from groie_tf.errors import DataError
 
 _SHOWN = 5  # ids quoted in a message
 
@@ -36,7 +36,7 @@ def data_files(input_path: Union[str, Sequence[str]]) -> List[str]:
 
 
 def check_input_paths(task, mode: str, prefix: str = 'task') -> None:
-  """Raises UserError if a data pattern the run reads matches no file, or
+  """Raises DataError if a data pattern the run reads matches no file, or
   its annotation file is missing. Data read through TFDS (no input_path)
   are not checked."""
   fields = []
@@ -47,10 +47,10 @@ def check_input_paths(task, mode: str, prefix: str = 'task') -> None:
                    task.validation_data.input_path))
   for name, input_path in fields:
     if input_path and not data_files(input_path):
-      raise UserError(f'{prefix}.{name} {input_path!r} matches no file.')
+      raise DataError(f'{prefix}.{name} {input_path!r} matches no file.')
   if ('eval' in mode and task.annotation_file and
       not tf.io.gfile.exists(task.annotation_file)):
-    raise UserError(f'{prefix}.annotation_file {task.annotation_file!r} does '
+    raise DataError(f'{prefix}.annotation_file {task.annotation_file!r} does '
                     'not exist.')
 
 
@@ -100,7 +100,7 @@ def _mismatch(record: RecordImage, annotated) -> str:
 def check_images_in_annotation_file(images: Sequence[RecordImage],
                                     annotation_file: str, input_path: str,
                                     prefix: str = 'task') -> None:
-  """Raises UserError, naming both, unless every record's image id is an
+  """Raises DataError, naming both, unless every record's image id is an
   image of the COCO annotation file with the record's file name and size
   (where both give them)."""
   with tf.io.gfile.GFile(annotation_file) as f:
@@ -111,7 +111,7 @@ def check_images_in_annotation_file(images: Sequence[RecordImage],
   if wrong:
     shown = '; '.join(f'image {i}: {problem}' for i, problem in wrong[:_SHOWN])
     more = f'; and {len(wrong) - _SHOWN} more' if len(wrong) > _SHOWN else ''
-    raise UserError(
+    raise DataError(
         f'{len(wrong)} of the {len(images)} validation records '
         f'({prefix}.validation_data.input_path={input_path!r}) do not match '
         f'the images of {prefix}.annotation_file={annotation_file!r} '

@@ -6,6 +6,7 @@ from typing import Sequence
 import tensorflow as tf
 import tf_keras
 
+from groie_tf.layers._empty_batch import pointwise
 from groie_tf.layers.generalized_attention import softmax_dtype
 
 __all__ = ['ContextBlock', 'POOLING_TYPES', 'FUSION_TYPES']
@@ -25,8 +26,8 @@ class _Transform(tf_keras.layers.Layer):
     # kaiming_uniform(a=sqrt(5)) draws the kernel from U(+-1/sqrt(fan_in)),
     # and the bias from the same range.
     bound = 1.0 / math.sqrt(channels)
-    self.conv1 = tf_keras.layers.Dense(
-        planes, name='conv1', dtype=self.dtype_policy,
+    self.conv1 = pointwise(
+        planes, 'conv1', dtype=self.dtype_policy,
         kernel_initializer=tf_keras.initializers.VarianceScaling(
             1.0 / 3.0, 'fan_in', 'uniform'),
         bias_initializer=tf_keras.initializers.RandomUniform(-bound, bound),
@@ -34,8 +35,8 @@ class _Transform(tf_keras.layers.Layer):
     # torch's LayerNorm([planes, 1, 1]): epsilon 1e-5 (tf_keras: 1e-3).
     self.norm = tf_keras.layers.LayerNormalization(
         axis=-1, epsilon=1e-5, name='norm', dtype=self.dtype_policy)
-    self.conv2 = tf_keras.layers.Dense(
-        channels, name='conv2', dtype=self.dtype_policy,
+    self.conv2 = pointwise(
+        channels, 'conv2', dtype=self.dtype_policy,
         kernel_initializer='zeros', bias_initializer='zeros',
         kernel_regularizer=kernel_regularizer)
 
@@ -117,11 +118,10 @@ class ContextBlock(tf_keras.layers.Layer):
       raise ValueError(f'ratio {self.ratio} leaves no plane for {channels} '
                        'channels.')
     if self.pooling_type == 'att':
-      # A 1x1 conv written as Dense on the channel axis: the same
-      # arithmetic, and an empty batch works on CPU. Its logits feed the
-      # softmax, so it runs in the softmax's dtype.
-      self.conv_mask = tf_keras.layers.Dense(
-          1, name='conv_mask', dtype=tf.as_dtype(softmax_dtype(self.compute_dtype)).name,
+      # Its logits feed the softmax, so it runs in the softmax's dtype.
+      self.conv_mask = pointwise(
+          1, 'conv_mask',
+          dtype=tf.as_dtype(softmax_dtype(self.compute_dtype)).name,
           kernel_initializer=tf_keras.initializers.VarianceScaling(
               2.0, 'fan_in', 'untruncated_normal'),
           bias_initializer='zeros',

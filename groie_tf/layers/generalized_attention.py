@@ -6,6 +6,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from groie_tf.layers._empty_batch import pointwise
+
 __all__ = ['GeneralizedAttention']
 
 
@@ -160,10 +162,8 @@ class GeneralizedAttention(tf_keras.layers.Layer):
     self._terms = [bit == '1' for bit in attention_type]
 
   def _projection(self, filters, name, use_bias=False):
-    # A 1x1 convolution, written as Dense on the channel axis: the same
-    # arithmetic, and unlike Conv2D on CPU it handles an empty batch.
-    return tf_keras.layers.Dense(
-        filters, use_bias=use_bias, name=name, dtype=self.dtype_policy,
+    return pointwise(
+        filters, name, use_bias=use_bias, dtype=self.dtype_policy,
         kernel_initializer=fresh_initializer(self.kernel_initializer),
         kernel_regularizer=self.kernel_regularizer)
 
@@ -174,7 +174,6 @@ class GeneralizedAttention(tf_keras.layers.Layer):
     if channels < self.num_heads:
       raise ValueError(f'num_heads ({self.num_heads}) exceeds the channel '
                        f'count ({channels}).')
-    self._channels = channels
     self._head_dim = channels // self.num_heads
     self._embed_dim = (channels if self.position_embedding_dim == -1 else
                        self.position_embedding_dim)

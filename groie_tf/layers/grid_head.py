@@ -6,6 +6,8 @@ from typing import Dict, List, Tuple
 import tensorflow as tf
 import tf_keras
 
+from groie_tf.layers._empty_batch import call_on_batch
+
 __all__ = ['GridHead', 'neighbour_points']
 
 GRID_SIZE = 3
@@ -79,7 +81,7 @@ class GridHead(tf_keras.layers.Layer):
     **kwargs: standard Keras layer arguments.
 
   Call arguments:
-    inputs: `[R, 14, 14, C]` RoI features.
+    inputs: `[R, 14, 14, C]` RoI features, R >= 0.
     training: also return the unfused heatmaps (else they are the fused).
 
   Returns:
@@ -189,6 +191,10 @@ class GridHead(tf_keras.layers.Layer):
                      -1)
 
   def call(self, inputs, training=None) -> Dict[str, tf.Tensor]:
+    # Its convs need a non-empty batch (`_empty_batch`).
+    return call_on_batch(self._heads, inputs, training=training)
+
+  def _heads(self, inputs, training):
     x = inputs
     for i, (conv, norm) in enumerate(self.convs):
       if i == 0:

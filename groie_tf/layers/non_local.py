@@ -5,6 +5,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from groie_tf.layers._empty_batch import pointwise
 from groie_tf.layers.generalized_attention import softmax_dtype
 
 __all__ = ['NonLocal2D']
@@ -53,12 +54,9 @@ class NonLocal2D(tf_keras.layers.Layer):
     self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
 
   def _conv(self, filters, name, initializer):
-    # A 1x1 convolution, written as Dense on the channel axis: the same
-    # arithmetic, and unlike Conv2D on CPU it handles an empty batch.
-    return tf_keras.layers.Dense(
-        filters, name=name, dtype=self.dtype_policy,
-        kernel_initializer=initializer, bias_initializer='zeros',
-        kernel_regularizer=self.kernel_regularizer)
+    return pointwise(filters, name, dtype=self.dtype_policy,
+                     kernel_initializer=initializer, bias_initializer='zeros',
+                     kernel_regularizer=self.kernel_regularizer)
 
   def build(self, input_shape):
     channels = input_shape[-1]

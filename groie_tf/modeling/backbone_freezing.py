@@ -14,11 +14,6 @@ import tf_keras
 from official.vision.modeling.backbones import resnet
 from official.vision.modeling.layers import nn_blocks
 
-# mmdetection's range: -1 freezes nothing, 0 the stem, k the stem and
-# stages 1..k (stage 1 is C2, stride 4).
-FROZEN_STAGES_RANGE = (-1, 4)
-
-
 def resnet_stages(backbone: resnet.ResNet) -> List[List[tf_keras.layers.Layer]]:
   """The layers of `backbone` by stage: `[stem, stage 1, ..., stage 4]`.
 
@@ -48,16 +43,16 @@ def freeze_stages(backbone: tf_keras.Model, frozen_stages: int) -> None:
   its batch norms use their moving statistics, as mmdetection's
   `_freeze_stages` puts them in eval mode.
   """
-  low, high = FROZEN_STAGES_RANGE
   if frozen_stages == -1:
     return
   if not isinstance(backbone, resnet.ResNet):
     raise ValueError('frozen_stages needs the ResNet backbone, got '
                      f'{type(backbone).__name__}; set it to -1.')
-  if not low <= frozen_stages <= high:
-    raise ValueError(f'frozen_stages must be in {low}..{high}, got '
+  stages = resnet_stages(backbone)
+  if not 0 <= frozen_stages < len(stages):
+    raise ValueError(f'frozen_stages must be in -1..{len(stages) - 1}, got '
                      f'{frozen_stages}.')
-  for stage in resnet_stages(backbone)[:frozen_stages + 1]:
+  for stage in stages[:frozen_stages + 1]:
     for layer in stage:
       layer.trainable = False
 

@@ -16,7 +16,7 @@ relative to the add. The built-in data set's GC experiments use that.
 """
 
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import tf_keras
 from official.modeling import hyperparams
@@ -24,20 +24,8 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones import resnet
 from official.vision.modeling.layers import nn_blocks
 
+from groie_tf.configs.backbones import check_gc_levels
 from groie_tf.layers import context_block
-
-# Stages by Model Garden's level: c2..c5 are levels 2..5.
-LEVELS = (2, 3, 4, 5)
-
-
-def check_gc_levels(gc_levels: Sequence[int]) -> Tuple[int, ...]:
-  """The levels, sorted; ValueError unless they are distinct c2..c5."""
-  levels = tuple(sorted(gc_levels))
-  if not set(levels) <= set(LEVELS) or len(set(levels)) != len(levels):
-    raise ValueError(f'gc_levels must be distinct levels among {LEVELS} '
-                     f'(c2..c5), got {list(gc_levels)}.')
-  return levels
-
 
 def _with_context_block(block_class):
   """`block_class` with a `ContextBlock` in its squeeze-excitation slot."""

@@ -1,12 +1,3 @@
-"""Functional ops: RoIAlign and the FPN level heuristic."""
-
-from groie_tf.ops.fpn_levels import fpn_levels
-from groie_tf.ops.roi_align import check_roi_align_arguments
-from groie_tf.ops.roi_align import checked_box_indices
-from groie_tf.ops.roi_align import IMPLEMENTATIONS
-from groie_tf.ops.roi_align import roi_align
-from groie_tf.ops.roi_align import roi_align_flat
-
-__all__ = ['roi_align', 'roi_align_flat', 'fpn_levels',
-           'check_roi_align_arguments', 'checked_box_indices',
-           'IMPLEMENTATIONS']
+"""Functional ops, one module each: `roi_align` (RoIAlign and the choice of
+its implementation), `fpn_levels` (FPN's level rule), `grid_points` (Grid
+R-CNN's targets and decoding) and `native` (the C++ gradient kernel)."""

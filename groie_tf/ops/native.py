@@ -12,9 +12,10 @@ under a name holding TensorFlow's version and the source's hash, so an
 upgrade rebuilds it. `python -m groie_tf.ops.native` builds it ahead of
 time and says where.
 
-Without a C++ compiler (or with `GROIE_TF_NATIVE_OPS=0`), `load()` returns
-None and RoIAlign uses its pure-TensorFlow gradient: just as exact, slower
-on a CPU. The log says which one runs and why.
+Without a C++ compiler, `load()` returns None and RoIAlign's `'auto'`
+implementation uses its pure-TensorFlow gradient (`'sparse'`): just as
+exact, slower on a CPU. The log says which one runs and why; choose
+`'sparse'` (`roi_align_implementation`) to use it anyway.
 """
 
 import functools
@@ -31,7 +32,6 @@ import tensorflow as tf
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels',
                        'roi_align_grad.cc')
-DISABLE_VARIABLE = 'GROIE_TF_NATIVE_OPS'
 
 
 class BuildError(RuntimeError):
@@ -94,11 +94,7 @@ def build(path: Optional[str] = None) -> str:
 @functools.lru_cache(maxsize=None)
 def load():
   """The loaded op module (`.groie_roi_align_grad`), or None (logged once)
-  when it is disabled or cannot be built here."""
-  if os.environ.get(DISABLE_VARIABLE, '1') == '0':
-    logging.info('RoIAlign gradient: TensorFlow ops (%s=0).',
-                 DISABLE_VARIABLE)
-    return None
+  when it cannot be built here."""
   path = library_path()
   try:
     if not os.path.exists(path):

@@ -1,39 +1,66 @@
 """RoIAlign (He et al., "Mask R-CNN", ICCV 2017) with mmcv's exact semantics.
 
-Two implementations compute the same numbers:
+Every implementation computes the same numbers. The forward pass is one of
 
-* ``'crop_and_resize'`` builds on ``tf.image.crop_and_resize``. That op samples
-  ``crop`` evenly spaced points between two normalised end points and returns
-  ``extrapolation_value`` outside the map. mmcv's bilinear rule instead
-  clamps samples in [-1, 0) and (H-1, H] to the edge and zeroes anything
-  further out. Padding the map by one edge-replicated pixel on each side
-  turns that clamp into ordinary interpolation, so the two rules agree
-  exactly (``docs/numerics.md`` measures it).
-* ``'gather'`` computes mmcv's bilinear taps directly with ``tf.gather``. XLA
-  has no kernel for ``CropAndResize``, so this path is what runs under
-  ``tf.function(jit_compile=True)`` and on TPUs.
+* ``tf.image.crop_and_resize`` on the map padded by one edge-replicated
+  pixel. That op samples ``crop`` evenly spaced points between two
+  normalised end points and returns ``extrapolation_value`` outside the
+  map; mmcv's bilinear rule instead clamps samples in [-1, 0) and (H-1, H]
+  to the edge and zeroes anything further out. The padding turns that
+  clamp into ordinary interpolation, so the two rules agree exactly
+  (``docs/numerics.md`` measures it).
+* ``tf.gather`` of mmcv's four bilinear taps, computed directly. XLA has no
+  kernel for ``CropAndResize``: this is what compiles.
 
-``'auto'`` (the default) picks ``'gather'`` inside an XLA compilation and
-``'crop_and_resize'`` everywhere else.
+RoIAlign is linear in the features, so its feature gradient is the
+transposed sampling operator applied to the upstream gradient. The
+``implementation`` argument names a forward pass and its gradient:
 
-Gradients. RoIAlign is linear in the features, so its feature gradient is
-the transposed sampling operator applied to the upstream gradient.
-TensorFlow's CPU gradient of ``CropAndResize`` (``CropAndResizeGradImage``)
-splits the boxes over threads that add into the same pixels with no
-synchronisation: boxes that overlap lose additions (measured on 2 cores: a
-P3 gradient of 2x512 RoIs off by up to 1.8, where float32 rounding is
-1e-5). The ``'crop_and_resize'`` path therefore brings its own gradient.
-On a machine without a GPU it is the project's C++ kernel
-(``kernels/roi_align_grad.cc``, built at first use by ``native.py``): its
-threads split the gradient's images and channels, not the boxes, so no two
-write one element; exact, bit-for-bit reproducible, and about as fast as
-TensorFlow's kernel. Where that kernel cannot be built, and on GPU
-machines, it is the transposed operator as a sparse ``[B*H*W, K*P*P]``
-matrix (4 taps for each of a bin's ``sampling_ratio**2`` samples), applied
-by ``tf.sparse.sparse_dense_matmul``, whose CPU kernel is one sequential
-loop over the entries: race-free and deterministic, slower on a CPU. The
-``'gather'`` path's gradient is TensorFlow's for ``tf.gather``, a segment
-sum, exact as well.
+============  ===============  =============================================
+name          forward          feature gradient
+============  ===============  =============================================
+``kernel``    crop_and_resize  the project's C++ CPU kernel
+                               (``kernels/roi_align_grad.cc``, built at
+                               first use by ``native.py``): its threads
+                               split the gradient's images and channels,
+                               not the boxes, so no two write one element;
+                               exact and bit-for-bit reproducible
+``sparse``    crop_and_resize  the transposed operator as a sparse
+                               ``[B*H*W, K*P*P]`` matrix applied by
+                               ``tf.sparse.sparse_dense_matmul``: exact,
+                               portable; deterministic on a CPU (one
+                               sequential loop), slower there
+``atomic``    crop_and_resize  TensorFlow's own ``CropAndResize`` gradient:
+                               on a GPU, atomic additions, exact up to the
+                               order of the additions; GPU only, because
+                               its CPU kernel splits the boxes over threads
+                               that add into the same pixels unsynchronised
+                               and loses additions where boxes overlap
+                               (measured: off by up to 1.8 where float32
+                               rounding is 1e-5)
+``gather``    tf.gather        TensorFlow's gradient of ``tf.gather``, a
+                               segment sum: exact; deterministic on a GPU
+                               when op determinism is enabled
+============  ===============  =============================================
+
+``'auto'`` (the default) chooses by where the op is traced
+(``choose_implementation``):
+
+* inside an XLA compilation (``jit_compile``, TPUs): ``gather``;
+* with a GPU visible: ``gather`` if op determinism is enabled
+  (``tf.config.experimental.enable_op_determinism()``: TensorFlow has no
+  deterministic GPU kernel for the gradients of ``CropAndResize`` or of
+  the sparse product, and raises on them), else ``atomic``, TensorFlow's
+  fused GPU kernels, which do not hold the gather path's four
+  ``[K, G, G, C]`` tap tensors per level for the backward pass (no GPU was
+  available to time either);
+* otherwise (a CPU): ``kernel`` where the C++ kernel builds, else
+  ``sparse`` (the log says why).
+
+A ``kernel`` gradient traced while a SavedModel is written is the
+``sparse`` one: TensorFlow saves the traced custom gradients with the
+model, and one holding the project's op could only be loaded where the op
+is registered (not in TF Serving).
 
 Like mmcv's RoIAlign, neither path passes a gradient to the boxes (Model
 Garden stops it before its aligners anyway).
@@ -46,19 +73,27 @@ so a bfloat16 map is cast after its padding: each level is copied once at
 16 bits and once at 32, not twice at 32.
 """
 
+import dataclasses
+import functools
 from typing import List, Tuple
 
+from absl import logging
 import tensorflow as tf
+# TensorFlow has no public API for three questions asked here (inside XLA?
+# op determinism on? a SavedModel being written?): these are its own
+# functions for them.
 # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.framework import config as tf_config
+from tensorflow.python.ops import control_flow_util
 from tensorflow.python.saved_model import save_context
-from tf_keras.src.utils import control_flow_util
 
 from groie_tf.ops import native
 
 __all__ = ['roi_align', 'roi_align_flat', 'check_roi_align_arguments',
-           'checked_box_indices', 'IMPLEMENTATIONS']
+           'checked_box_indices', 'choose_implementation', 'TraceContext',
+           'IMPLEMENTATIONS']
 
-IMPLEMENTATIONS = ('auto', 'crop_and_resize', 'gather')
+IMPLEMENTATIONS = ('auto', 'kernel', 'sparse', 'atomic', 'gather')
 
 
 def check_roi_align_arguments(output_size, sampling_ratio, implementation):
@@ -216,20 +251,71 @@ def _transposed_operator(box_indices, ys, xs, feature_shape, sampling_ratio):
       tf.cast(dense_shape, tf.int64))
 
 
-def _native_kernel():
-  """The C++ gradient op (`groie_tf.ops.native`) on a machine without a
-  GPU, else None. It has a CPU kernel only: with a GPU, the sparse product
-  runs there instead of copying every gradient to the host.
+@dataclasses.dataclass(frozen=True)
+class TraceContext:
+  """Where RoIAlign is being traced: what `'auto'` chooses by."""
+  in_xla: bool  # inside an XLA compilation (jit_compile, TPUs)
+  has_gpu: bool  # a GPU is visible
+  op_determinism: bool  # tf.config.experimental.enable_op_determinism()
+  kernel_loaded: bool  # the C++ kernel is built and loaded
 
-  None also while a SavedModel is written: TensorFlow saves the traced
-  custom gradients with it, and a SavedModel holding this op could only be
-  loaded where the op is registered (not in TF Serving): its gradient is
-  the portable sparse product.
+
+def current_context(requested: str) -> TraceContext:
+  """The context of the op being traced now. The C++ kernel is built (once
+  per process) only if `requested` may use it where it could run: outside
+  XLA, without a GPU."""
+  in_xla = control_flow_util.GraphOrParentsInXlaContext(
+      tf.compat.v1.get_default_graph())
+  has_gpu = bool(tf.config.list_logical_devices('GPU'))
+  may_use_kernel = requested in ('auto', 'kernel') and not (in_xla or has_gpu)
+  return TraceContext(
+      in_xla=in_xla, has_gpu=has_gpu,
+      op_determinism=tf_config.is_op_determinism_enabled(),
+      kernel_loaded=may_use_kernel and native.load() is not None)
+
+
+def choose_implementation(requested: str, context: TraceContext) -> str:
+  """The implementation that runs for `requested` in `context` (the rules
+  are in the module doc).
+
+  Raises:
+    ValueError: `requested` cannot run in `context`, saying what can.
   """
-  if (save_context.in_save_context() or
-      tf.config.list_logical_devices('GPU')):
-    return None
-  return native.load()
+  if context.in_xla:
+    if requested not in ('auto', 'gather'):
+      raise ValueError(
+          f'RoIAlign implementation {requested!r} cannot run inside an XLA '
+          "compilation (XLA has no CropAndResize kernel): use 'gather' or "
+          "'auto'.")
+    return 'gather'
+  if requested == 'auto':
+    if context.has_gpu:
+      return 'gather' if context.op_determinism else 'atomic'
+    requested = 'kernel' if context.kernel_loaded else 'sparse'
+  if requested == 'kernel':
+    if not context.kernel_loaded:
+      raise ValueError(
+          "RoIAlign implementation 'kernel' needs the C++ CPU kernel, which "
+          + ('is not used where a GPU is visible' if context.has_gpu else
+             'could not be built or loaded here (the log says why)')
+          + ": use 'auto' or 'sparse'.")
+  if requested == 'atomic':
+    if not context.has_gpu:
+      raise ValueError(
+          "RoIAlign implementation 'atomic' (TensorFlow's CropAndResize "
+          'gradient) needs a GPU: its CPU kernel loses additions where '
+          "boxes overlap. Use 'auto', 'kernel' or 'sparse'.")
+    if context.op_determinism:
+      raise ValueError(
+          "RoIAlign implementation 'atomic' has no deterministic GPU kernel "
+          "and op determinism is enabled: use 'gather' or 'auto'.")
+  return requested
+
+
+@functools.lru_cache(maxsize=None)
+def _log_choice(requested: str, chosen: str) -> None:
+  """Says once per process which implementation runs for a request."""
+  logging.info('RoIAlign: %r runs the %r implementation.', requested, chosen)
 
 
 def padded_crop_boxes(ys, xs, feature_shape):
@@ -247,17 +333,16 @@ def padded_crop_boxes(ys, xs, feature_shape):
                    (xs[:, -1] + 1.0) / (width + 1.0)], axis=1)
 
 
-def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
+def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio,
+                               gradient):
   """`[K, P, P, C]` float32 bins by tf.image.crop_and_resize.
 
-  `features` may have any float dtype (see the module doc). Its gradient is
-  the C++ kernel's or the sparse transposed operator's (module doc), not
-  TensorFlow's racy CropAndResize gradient; the boxes (`ys`, `xs`) get
-  none.
+  `features` may have any float dtype (see the module doc). `gradient` is
+  'kernel', 'sparse' or 'atomic' (the module doc); the boxes (`ys`, `xs`)
+  get none.
   """
   num_samples = ys.shape[1]
 
-  @tf.custom_gradient
   def pool(features):
     # Edge replication by one pixel: [B, H+2, W+2, C]. A sample at map row -1
     # becomes padded row 0 and reads the replicated edge, as mmcv's clamp
@@ -270,14 +355,23 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
         padded, padded_crop_boxes(ys, xs, tf.shape(features)), box_indices,
         [num_samples, num_samples],
         method='bilinear', extrapolation_value=0.0)  # [K, G, G, C]
+    return _average_bins(samples, sampling_ratio)
 
-    def gradient(upstream):  # [K, P, P, C] float32
+  if gradient == 'atomic':
+    return pool(features)  # TensorFlow's registered gradients
+
+  @tf.custom_gradient
+  def pool_with_exact_gradient(features):
+
+    def gradient_fn(upstream):  # [K, P, P, C] float32
       shape = tf.shape(features)
-      kernel = _native_kernel()
-      if kernel is not None:
-        grad = kernel.groie_roi_align_grad(upstream, ys, xs, box_indices,
-                                           shape,
-                                           sampling_ratio=sampling_ratio)
+      # A gradient traced while a SavedModel is written is saved with it
+      # (the forward pass may have been traced before): it must not need
+      # the C++ op, which only this package registers.
+      if gradient == 'kernel' and not save_context.in_save_context():
+        grad = native.load().groie_roi_align_grad(
+            upstream, ys, xs, box_indices, shape,
+            sampling_ratio=sampling_ratio)
         return tf.cast(grad, features.dtype)
       operator = _transposed_operator(box_indices, ys, xs, shape,
                                       sampling_ratio)
@@ -287,9 +381,9 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio):
           operator, tf.reshape(upstream, [-1, shape[3]]))  # [B*H*W, C]
       return tf.cast(tf.reshape(grad, shape), features.dtype)
 
-    return _average_bins(samples, sampling_ratio), gradient
+    return pool(features), gradient_fn
 
-  return pool(features)
+  return pool_with_exact_gradient(features)
 
 
 def roi_align(features: tf.Tensor,
@@ -318,17 +412,19 @@ def roi_align(features: tf.Tensor,
     aligned: True for the half-pixel convention of mmdetection 2.x/3.x
       (boxes shifted by -0.5 map pixels, any extent). False for the legacy
       rule of Detectron, torchvision and mmcv (no shift, extent >= 1 pixel).
-    implementation: 'crop_and_resize', 'gather' (XLA-compatible) or 'auto'
-      ('gather' inside an XLA compilation, else 'crop_and_resize').
+    implementation: 'auto' (the default), 'kernel', 'sparse', 'atomic' or
+      'gather': the forward pass and feature gradient (module doc, which
+      also says what 'auto' chooses on each device).
 
   Returns:
     `[B, N, P, P, C]` pooled features in `features.dtype`. Differentiable
-    with respect to `features` (exactly, on every device and thread count;
-    see the module doc), not to `boxes`.
+    with respect to `features` (exactly; see the module doc), not to
+    `boxes`.
 
   Raises:
     ValueError: for an invalid `output_size`, `stride`, `sampling_ratio` or
-      `implementation`, or inputs of the wrong rank.
+      `implementation`, an implementation that cannot run where the op is
+      traced (`choose_implementation`), or inputs of the wrong rank.
 
   Example:
 
@@ -395,10 +491,10 @@ def roi_align_flat(features: tf.Tensor,
   if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
     raise ValueError(f'boxes must be [K, 4], got {boxes.shape}.')
   box_indices = checked_box_indices(box_indices, boxes)
-  if implementation == 'auto':
-    in_xla = control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph())
-    implementation = 'gather' if in_xla else 'crop_and_resize'
+  chosen = choose_implementation(implementation,
+                                 current_context(implementation))
+  _log_choice(implementation, chosen)
+  implementation = chosen
 
   with tf.name_scope('roi_align_flat'):
     out_dtype = features.dtype
@@ -406,12 +502,12 @@ def roi_align_flat(features: tf.Tensor,
     boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
     ys, xs = _sample_coordinates(boxes, stride, output_size * sampling_ratio,
                                  aligned)
-    if implementation == 'crop_and_resize':
-      pooled = _pool_with_crop_and_resize(features, box_indices, ys, xs,
-                                          sampling_ratio)
-    else:
+    if implementation == 'gather':
       pooled = _pool_with_gather(tf.cast(features, tf.float32), box_indices,
                                  ys, xs, sampling_ratio)
+    else:
+      pooled = _pool_with_crop_and_resize(features, box_indices, ys, xs,
+                                          sampling_ratio, implementation)
     pooled.set_shape([boxes.shape[0], output_size, output_size,
                       features.shape[3]])
     return tf.cast(pooled, out_dtype)

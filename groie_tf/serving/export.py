@@ -3,9 +3,9 @@
 Model Garden's exporter rebuilds the stock Mask R-CNN from its own factory.
 Given a GRoIE checkpoint it restores everything but GRoIE (the stock aligner
 has no weights, so nothing complains) and exports a different model. Here
-the export module builds the model with `groie_tf.modeling.factory`, and the
-checkpoint's model variables must be exactly the model's, both ways, before
-anything is written.
+the export module builds the model with `groie_tf.modeling.builder`, as
+training does, and the checkpoint's model variables must be exactly the
+model's, both ways, before anything is written.
 """
 
 import os
@@ -14,16 +14,20 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from absl import logging
 import tensorflow as tf
+import tf_keras
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official.core import config_definitions as cfg
 from official.vision.serving import detection
 from official.vision.serving import export_saved_model_lib
 
-from groie_tf.configs import grid_rcnn as grid_config
-from groie_tf.modeling import factory
+from groie_tf.errors import CheckpointError
+from groie_tf.errors import UserError
+from groie_tf.modeling import builder
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
 _SHOWN = 5  # variable paths quoted in an error
+# Model Garden's NMS versions that serve any batch size.
+_DYNAMIC_BATCH_NMS = ('batched', 'v2', 'v3')
 
 
 def to_original_pixels(boxes: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
@@ -61,11 +65,17 @@ class GRoIEDetectionModule(detection.DetectionModule):
   """
 
   def _build_model(self):
-    stock = super()._build_model()  # the stock model, nms set for serving
-    model = factory.with_groie(stock, self.params.task.model)
-    if isinstance(self.params.task.model, grid_config.GridRCNN):
-      model = factory.with_grid_branch(model, self.params.task.model)
-    return model
+    model_config = self.params.task.model
+    # As Model Garden's module: its default NMS needs a fixed batch size.
+    if (self._batch_size is None and
+        model_config.detection_generator.nms_version not in _DYNAMIC_BATCH_NMS):
+      logging.info('NMS version %r needs a fixed batch size: serving uses '
+                   "'batched'.", model_config.detection_generator.nms_version)
+      model_config.detection_generator.nms_version = 'batched'
+    return builder.build_model(
+        model_config, tf_keras.layers.InputSpec(
+            shape=[self._batch_size, *self._padded_size, 3]),
+        create_weights=False)  # in the serving trace (`checked_module`)
 
   def serve(self, images: tf.Tensor):
     outputs = super().serve(images)
@@ -87,7 +97,7 @@ def model_variable_shapes(checkpoint_path: str) -> Dict[str, List[int]]:
   graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
   roots = [c.node_id for c in graph.nodes[0].children if c.local_name == 'model']
   if not roots:
-    raise ValueError(f'{checkpoint_path} holds no `model`: it is not a Model '
+    raise CheckpointError(f'{checkpoint_path} holds no `model`: it is not a Model '
                      'Garden training checkpoint.')
   # Layers are reachable by several paths (`detection_head` and
   # `_config_dict/detection_head`). Name each variable by its shortest path,
@@ -121,7 +131,7 @@ def _examples(paths: Set[str]) -> str:
 
 def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
                           experiment: str) -> None:
-  """Raises ValueError unless the checkpoint holds exactly `model`'s
+  """Raises CheckpointError unless the checkpoint holds exactly `model`'s
   variables, with their shapes.
 
   A restore would report a shape mismatch only among hundreds of warning
@@ -148,7 +158,7 @@ def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
             'the model' for p in reshaped[:_SHOWN]) +
         ' (task.model.num_classes, for example, sets the heads\' shapes)')
   if problems:
-    raise ValueError(
+    raise CheckpointError(
         f'Checkpoint {checkpoint_path} does not fit '
         f'{"experiment " + experiment if experiment else "the experiment"}: '
         f'{"; ".join(problems)}. Export with the experiment and config files '
@@ -175,15 +185,15 @@ def checked_module(
     file prefix.
   """
   if input_type not in INPUT_TYPES:
-    raise ValueError(f'input_type must be one of {INPUT_TYPES}, got '
+    raise UserError(f'input_type must be one of {INPUT_TYPES}, got '
                      f'{input_type!r}.')
   if tf.io.gfile.isdir(checkpoint_path):
     directory, checkpoint_path = (checkpoint_path,
                                   tf.train.latest_checkpoint(checkpoint_path))
     if checkpoint_path is None:
-      raise ValueError(f'No checkpoint in {directory}.')
+      raise CheckpointError(f'No checkpoint in {directory}.')
   elif not tf.io.gfile.exists(checkpoint_path + '.index'):
-    raise ValueError(f'No checkpoint at {checkpoint_path}: give a model_dir '
+    raise CheckpointError(f'No checkpoint at {checkpoint_path}: give a model_dir '
                      'or a checkpoint prefix such as model_dir/ckpt-900.')
   size = list(input_image_size or params.task.model.input_size[:2])
   module = GRoIEDetectionModule(params=params, batch_size=batch_size,

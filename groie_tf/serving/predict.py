@@ -18,6 +18,9 @@ import tensorflow as tf
 from official.vision.ops import mask_ops
 from pycocotools import mask as mask_utils
 
+from groie_tf.errors import CheckpointError
+from groie_tf.errors import UserError
+
 Detections = Dict[str, np.ndarray]
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
               '.gif')
@@ -36,7 +39,7 @@ def image_paths(pattern: str) -> List[str]:
                    if not tf.io.gfile.isdir(p))
   paths = [p for p in matches if p.lower().endswith(EXTENSIONS)]
   if not paths:
-    raise ValueError(f'No image ({", ".join(EXTENSIONS)}) matches {pattern}.')
+    raise UserError(f'No image ({", ".join(EXTENSIONS)}) matches {pattern}.')
   others = [p for p in matches if p not in paths]
   if others:
     logging.warning('Skipping %d file(s) without an image extension (%s): %s',
@@ -95,6 +98,10 @@ def load_detector(saved_model_dir: str) -> Callable[[np.ndarray], Detections]:
   strings, the image is encoded as PNG, and wrapped in a tf.Example when
   the signature parses examples.
   """
+  if not tf.saved_model.contains_saved_model(saved_model_dir):
+    raise CheckpointError(f'No SavedModel in {saved_model_dir}: give the '
+                          'saved_model/ folder that export_saved_model.py '
+                          'wrote.')
   serve = tf.saved_model.load(saved_model_dir).signatures['serving_default']
   # Signatures take their input by keyword (Model Garden names it `inputs`).
   (input_name, spec), = serve.structured_input_signature[1].items()

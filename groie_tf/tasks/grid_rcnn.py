@@ -8,7 +8,6 @@ from official.core import task_factory
 from official.vision.evaluation import coco_evaluator
 
 from groie_tf.configs import grid_rcnn as grid_config
-from groie_tf.modeling import factory
 from groie_tf.ops import grid_points
 from groie_tf.tasks import groie_maskrcnn
 
@@ -20,18 +19,15 @@ BEFORE_GRID_PREFIX = 'before_grid_'
 
 @task_factory.register_task_cls(grid_config.GridRCNNTask)
 class GridRCNNTask(groie_maskrcnn.GRoIEMaskRCNNTask):
-  """`GRoIEMaskRCNNTask` for Grid R-CNN: the model gets the grid branch,
-  the losses the grid loss (`grid_loss`, also a training metric).
+  """`GRoIEMaskRCNNTask` for Grid R-CNN: the losses get the grid loss
+  (`grid_loss`, also a training metric); the builder gives the model its
+  grid branch.
 
   Evaluation reports Model Garden's COCO metrics of the refined detections
   (`AP`, `AP75`, ...) and, for the same detections with their boxes before
   the grid's vote, the same metrics prefixed `before_grid_`: what the grid
   branch adds over the proposals it refines.
   """
-
-  def _extended(self, model: tf_keras.Model, regularizer) -> tf_keras.Model:
-    return factory.with_grid_branch(model, self.task_config.model,
-                                    regularizer)
 
   def build_losses(self, outputs: Mapping[str, Any],
                    labels: Mapping[str, Any],

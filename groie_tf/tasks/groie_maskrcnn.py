@@ -13,8 +13,8 @@ from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import bad_records
 from groie_tf.data import class_ids
 from groie_tf.data import shapes
-from groie_tf.errors import UserError
-from groie_tf.modeling import factory
+from groie_tf.errors import ConfigError
+from groie_tf.modeling import builder
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
 
@@ -38,8 +38,9 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   Inputs, losses, COCO evaluation and summaries are Model Garden's own. On
   top of them, this task
 
-  - swaps GRoIE into the model Model Garden builds, and freezes backbone
-    stages and batch-norm statistics as mmdetection does (`build_model`);
+  - builds its model with `groie_tf.modeling.builder`, the one builder,
+    and freezes backbone stages and batch-norm statistics as mmdetection
+    does (`build_model`);
   - starts a GC ResNet backbone from a plain ResNet checkpoint, context
     blocks left at their identity init (`initialize`);
   - seeds Python, NumPy and TensorFlow with `task.seed` when it is created,
@@ -75,8 +76,9 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
     dataset_fn = None
     if params.is_training and self.task_config.skip_bad_records:
       if params.file_type != 'tfrecord':
-        raise UserError('task.skip_bad_records reads plain TFRecord files; '
-                        f'task.train_data.file_type is {params.file_type!r}.')
+        raise ConfigError('task.skip_bad_records reads plain TFRecord files; '
+                          f'task.train_data.file_type is '
+                          f'{params.file_type!r}.')
       decoder = tf_example_decoder.TfExampleDecoder(
           include_mask=self.task_config.model.include_mask)
       dataset_fn = bad_records.skipping_dataset_fn(decoder.decode)
@@ -90,27 +92,20 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
     return dataset
 
   def build_model(self) -> tf_keras.Model:
-    """Model Garden's model, with GRoIE where the config asks for it.
-
-    Model Garden's `build_model` builds the stock model: its L2 regulariser
-    (`losses.l2_weight_decay`), the frozen backbone of `freeze_backbone`,
-    every weight. GRoIE then replaces the aligners, with the regulariser
-    Model Garden gave its heads; `frozen_stages` and `norm_eval` apply last.
-    """
-    stock = super().build_model()
-    regularizer = stock.rpn_head.get_config()['kernel_regularizer']
-    model = self._extended(
-        factory.with_groie(stock, self.task_config.model, regularizer),
+    """The config's model (`groie_tf.modeling.builder`), with Model
+    Garden's weight decay and `freeze_backbone`, then `frozen_stages` and
+    `norm_eval`."""
+    config = self.task_config
+    decay = config.losses.l2_weight_decay
+    # As Model Garden's task: halved, to match tf.nn.l2_loss.
+    regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
+    model = builder.build_model(
+        config.model,
+        tf_keras.layers.InputSpec(shape=[None] + config.model.input_size),
         regularizer)
-    if model is not stock:
-      factory.build_weights(model, self.task_config.model.input_size)
-    factory.apply_backbone_freezing(model, self.task_config.model)
-    return model
-
-  def _extended(self, model: tf_keras.Model, regularizer) -> tf_keras.Model:
-    """Where a subclass adds to the model before its weights are built
-    (`GridRCNNTask`: the grid branch); this task adds nothing."""
-    del regularizer  # unused here
+    if config.freeze_backbone:
+      model.backbone.trainable = False
+    builder.apply_backbone_freezing(model, config.model)
     return model
 
   def initialize(self, model: tf_keras.Model):

@@ -14,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
-from groie_tf import ops
+from groie_tf.ops import roi_align
 from groie_tf.layers import GeneralizedAttention
 from groie_tf.layers import GRoIE
 from groie_tf.layers import NonLocal2D
@@ -46,13 +46,15 @@ def roi_align_rows():
     for stride, height, width, size, ratio in GEOMETRIES:
       features = roi_test.make_features(height, width)
       boxes = roi_test.make_boxes(height * stride, width * stride)
-      got = ops.roi_align(tf.constant(features), tf.constant(boxes), size,
-                          stride, ratio, aligned, implementation).numpy()
+      got = roi_align.roi_align(tf.constant(features), tf.constant(boxes),
+                                size, stride, ratio, aligned,
+                                implementation).numpy()
       want = roi_ref.roi_align(features, boxes, size, stride, ratio, aligned)
       worst = max(worst, np.abs(got - want).max())
       scale = max(scale, np.abs(want).max())
-    yield (f'roi_align {implementation} aligned={aligned}', 'float32', worst,
-           scale)
+    # Named by the forward pass ('auto' runs crop_and_resize on a CPU).
+    forward = 'gather' if implementation == 'gather' else 'crop_and_resize'
+    yield (f'roi_align {forward} aligned={aligned}', 'float32', worst, scale)
 
 
 def attention_rows():

@@ -210,8 +210,10 @@ class GroieRoiAlignGradOp : public OpKernel {
                   const int64_t cols[2] = {rx.low, rx.high};
                   const float wx[2] = {rx.w_low, rx.w_high};
                   for (int t = 0; t < 4; ++t) {
-                    // The weight as the sparse operator forms it:
-                    // (wy * wx) / g^2, then times the upstream value.
+                    // (wy * wx) times 1/g^2, then times the upstream
+                    // value. The sparse operator divides by g^2 instead:
+                    // the same bits for g a power of two, one rounding
+                    // apart otherwise.
                     const float w = (wy[t / 2] * wx[t % 2]) * scale;
                     float* pixel =
                         image_out + (rows[t / 2] * width + cols[t % 2]) *

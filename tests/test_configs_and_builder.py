@@ -1,4 +1,4 @@
-"""Experiments validate, and the factory puts GRoIE exactly where configured."""
+"""Experiments validate, and the builder puts GRoIE exactly where configured."""
 
 import numpy as np
 import pytest
@@ -12,7 +12,8 @@ from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import shapes
 from groie_tf.layers import GRoIE
-from groie_tf.modeling import factory
+from groie_tf.modeling import builder
+from groie_tf.modeling import grid_rcnn_model
 from groie_tf.tasks import groie_maskrcnn as groie_task
 from tests import small_model
 from tests.tiny_experiment import tiny_experiment
@@ -88,14 +89,14 @@ def small_model_config(**groie_blocks):
 
 def build(config):
   tf_keras.backend.clear_session()
-  return factory.build_groie_maskrcnn(
-      tf_keras.layers.InputSpec(shape=[None, IMAGE_SIZE, IMAGE_SIZE, 3]),
-      config, tf_keras.regularizers.l2(1e-4))
+  return builder.build_model(
+      config, tf_keras.layers.InputSpec(shape=[None, IMAGE_SIZE, IMAGE_SIZE, 3]),
+      tf_keras.regularizers.l2(1e-4))
 
 
 @pytest.mark.parametrize('box,mask', [(True, True), (True, False),
                                       (False, True), (False, False)])
-def test_factory_places_groie_where_configured(box, mask):
+def test_builder_places_groie_where_configured(box, mask):
   config = small_model_config()
   if not box:
     config.box_groie = None
@@ -109,6 +110,26 @@ def test_factory_places_groie_where_configured(box, mask):
     assert layer.get_config()['crop_size'] == size
   if box:
     assert model.roi_aligner.kernel_regularizer is not None
+
+
+@pytest.mark.parametrize('grid_groie', [True, False])
+def test_a_grid_rcnn_config_builds_the_grid_branch(grid_groie):
+  """Training and export both build through `builder.build_model`: a Grid
+  R-CNN config gets its grid branch there, with the grid GRoIE or, with
+  `grid_groie: null`, Model Garden's aligner at the grid's crop size."""
+  config = exp_factory.get_exp_config('groie_gridrcnn_shapes').task.model
+  if not grid_groie:
+    config.grid_groie = None
+  tf_keras.backend.clear_session()
+  model = builder.build_model(config, tf_keras.layers.InputSpec(
+      shape=[None, *config.input_size]))
+  assert isinstance(model, grid_rcnn_model.GridRCNNModel)
+  assert model.mask_head is None and isinstance(model.roi_aligner, GRoIE)
+  assert model.grid_head.get_config()['num_convs'] == (
+      config.grid_head.num_convs)
+  expected = GRoIE if grid_groie else roi_aligner.MultilevelROIAligner
+  assert type(model.grid_roi_aligner) is expected  # pylint: disable=unidiomatic-typecheck
+  assert model.grid_roi_aligner.get_config()['crop_size'] == 14
 
 
 def test_config_blocks_become_layer_arguments():
