@@ -16,7 +16,6 @@ so the next sweep resumes that run. A second signal reaches the child too,
 which then exits at once (`groie_tf.stopping`).
 """
 
-import dataclasses
 import datetime
 import glob
 import json

@@ -10,7 +10,7 @@ branch whose block is None keeps Model Garden's stock
 import dataclasses
 import inspect
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 from official.core import config_definitions as cfg
 from official.modeling import hyperparams
