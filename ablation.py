@@ -90,8 +90,6 @@ def main(_):
       sweep.run_sweep(variants, seeds, _WORK_DIR.value, _RESULTS_DIR.value,
                       _EVAL_INTERVAL.value, override, _MAX_RUNS.value,
                       on_record=write_report)
-    except sweep.ConfigMismatch as error:
-      raise UserError(str(error)) from error
     except sweep.SweepStopped as stopped:
       logging.warning('Ablation stopped by %s; the running run saved its '
                       'step. Run the same command to go on.', stopped)

@@ -1,8 +1,8 @@
 """Runs variants x seeds through `groie_tf.train`, once each, and records them.
 
-A run is `python -m groie_tf.train --mode=train_and_eval` in a child process, with the
-variant's config delta, the seed and the evaluation interval in one YAML
-file beside its checkpoints (`<work_dir>/<variant>_seed<k>/ablation.yaml`).
+A run is `python -m groie_tf.train --mode=train_and_eval` in a child
+process, with the variant's config delta, the seed and the evaluation
+interval in one YAML file beside its checkpoints (`<work_dir>/<variant>_seed<k>/ablation.yaml`).
 When it ends, its record goes to `<results_dir>/ablation/runs/` as JSON:
 final COCO metrics, the evaluations over training and the training time,
 all read from the run's own summaries. A run with a record is never run
@@ -34,6 +34,7 @@ import yaml
 from groie_tf import stopping
 from groie_tf import training
 from groie_tf.ablation import variants as variants_lib
+from groie_tf.errors import ConfigError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Lines of a failed run's log kept in its record.
@@ -48,7 +49,7 @@ class SweepStopped(Exception):
     self.signal_number = signal_number
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(ConfigError):
   """A record was made with other settings than this sweep's."""
 
 

@@ -38,10 +38,14 @@ def _unknown_key_message(error: KeyError) -> Optional[str]:
     keys = sorted(field.name for field in dataclasses.fields(config_class))
   except (ImportError, AttributeError, TypeError):
     keys = []
-  close = difflib.get_close_matches(key, keys, n=1)
-  hint = f' Did you mean {close[0]!r}?' if close else ''
-  return (f'Unknown config key {key!r} in {class_name}.{hint} Its keys: '
-          f'{", ".join(keys)}.')
+  return (f'Unknown config key {key!r} in {class_name}.{_hint(key, keys)} '
+          f'Its keys: {", ".join(keys)}.')
+
+
+def _hint(name: str, choices: Sequence[str]) -> str:
+  """' Did you mean ...?' for the closest of `choices`, or ''."""
+  close = difflib.get_close_matches(name, choices, n=1)
+  return f' Did you mean {close[0]!r}?' if close else ''
 
 
 @contextlib.contextmanager
@@ -72,10 +76,8 @@ def check_experiment(name: str) -> None:
   """Raises ConfigError unless `name` is a registered experiment."""
   names = sorted(exp_factory._REGISTERED_CONFIGS)  # pylint: disable=protected-access
   if name not in names:
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f' Did you mean {close[0]!r}?' if close else ''
-    raise ConfigError(f'Unknown experiment {name!r}.{hint} Registered: '
-                      f'{", ".join(names)}.')
+    raise ConfigError(f'Unknown experiment {name!r}.{_hint(name, names)} '
+                      f'Registered: {", ".join(names)}.')
 
 
 def load_experiment(name: str, config_files: Sequence[str] = (),
