@@ -61,7 +61,8 @@ def main(argv: Sequence[str]) -> None:
       unreadable.append(path)
       continue
     instances = predict.to_instances(detect(image), *image.shape[:2],
-                                     _SCORE_THRESHOLD.value)
+                                     _SCORE_THRESHOLD.value,
+                                     detect.mask_paste)
     image_id = image_ids.get(os.path.basename(path), index + 1)
     results += predict.to_coco_results(instances, image_id)
     predict.draw(image, instances, class_names).save(

@@ -3,9 +3,9 @@ for the first image of a batch twice, and for two different images.
 
     python -m tests.mirrored_step SHAPES_DATA_JSON MODEL
 
-MODEL: groie, baseline, gcnet_groie or grid_groie (Grid R-CNN with GRoIE,
-every positive in its grid branch and no jitter, so that its loss is a
-function of the batch).
+MODEL: groie, baseline, gcnet_groie, mmdetection_groie (the mmdetection
+layout) or grid_groie (Grid R-CNN with GRoIE, every positive in its grid
+branch and no jitter, so that its loss is a function of the batch).
 
 Run in its own process by tests/test_training.py: logical devices must be
 configured before TensorFlow initialises, which a pytest session has done
@@ -118,7 +118,8 @@ def main():
   else:
     config = tiny_experiment(data, groie=model.endswith('groie'),
                              batch_size=2,
-                             gc_backbone=model.startswith('gcnet'))
+                             gc_backbone=model.startswith('gcnet'),
+                             mmdetection=model.startswith('mmdetection'))
   task = task_factory.get_task(config.task)
   batch = next(iter(task.build_inputs(config.task.train_data)))
   images = batch[0].numpy()

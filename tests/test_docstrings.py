@@ -14,7 +14,9 @@ MODULES = sorted(name for _, name, _ in pkgutil.walk_packages(
 WITH_EXAMPLES = ['groie_tf.layers.groie', 'groie_tf.layers.generalized_attention',
                  'groie_tf.layers.non_local', 'groie_tf.layers.context_block',
                  'groie_tf.layers.grid_head',
-                 'groie_tf.modeling.gc_resnet', 'groie_tf.ops.grid_points',
+                 'groie_tf.modeling.gc_resnet', 'groie_tf.modeling.resnet',
+                 'groie_tf.modeling.mmdetection_layout.fpn',
+                 'groie_tf.ops.anchors', 'groie_tf.ops.grid_points',
                  'groie_tf.ops.roi_align',
                  'groie_tf.ops.fpn_levels']
 

@@ -176,6 +176,36 @@ def test_a_grid_rcnn_model_serves_its_refined_boxes(tiny_shapes, tmp_path):
   assert isinstance(served, grid_rcnn_model.GridRCNNModel)
 
 
+def test_an_mmdetection_layout_model_serves_what_it_computes(tiny_shapes,
+                                                             tmp_path):
+  """The mmdetection layout through the same exporter: mmdetection's test
+  resize inside the SavedModel (an image of another size gets its own
+  canvas), and the SavedModel names mmdetection's mask paste, which
+  predict.py then uses."""
+  config = tiny_experiment(tiny_shapes, groie=True, mmdetection=True)
+  config.task.model.test_scale = [160, 96]  # not the training size
+  tf_keras.utils.set_random_seed(3)
+  model = task_factory.get_task(config.task).build_model()
+  for layer in (model.roi_aligner, model.mask_roi_aligner):
+    layer.post_module.gamma.assign([0.7])
+  _assert_served_as_in_process(config, model, tiny_shapes, tmp_path,
+                               _OUTPUTS)
+  detect = predict.load_detector(str(tmp_path / 'out' / 'saved_model'))
+  assert detect.mask_paste == 'mmdetection'
+  image = _images(tiny_shapes, count=1)[0][:100, :70]  # portrait, 100 x 70
+  detections = detect(image)
+  # Resized by its short side to 96 x 137 (the long side would give 160):
+  # the record says so, and the boxes come back in the image's pixels.
+  np.testing.assert_allclose(detections['image_info'][1], [137, 96])
+  count = int(detections['num_detections'])
+  boxes = detections['detection_boxes'][:count]
+  assert count and np.all(boxes >= 0) and np.all(boxes[:, 2] <= 100) and \
+      np.all(boxes[:, 3] <= 70)
+  instances = predict.to_instances(detections, 100, 70, 0.0,
+                                   detect.mask_paste)
+  assert instances and instances[0]['mask'].shape == (100, 70)
+
+
 def test_saved_model_runs_without_groie_tf_or_model_garden(
     exported, tiny_shapes, tmp_path):
   """As TF Serving would: only TensorFlow is importable."""

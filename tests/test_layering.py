@@ -13,11 +13,11 @@ _PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'groie_tf'
 # Floors, lowest first; a part is a subpackage or a top-level module.
 FLOORS = (
     ('errors', 'precision'),
-    ('ops', 'data'),
-    ('layers',),
+    ('ops',),
+    ('data', 'layers'),
     ('configs',),
     ('modeling',),
-    ('tasks',),
+    ('tasks', 'conversion'),
     ('registry_imports', 'serving', 'analysis'),
     ('stopping', 'runner', 'demo'),
     ('cli',),

@@ -9,10 +9,12 @@ import yaml
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import loading
+from groie_tf.errors import ConfigError
 
 PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
 BASE = PAPER_DIR / 'base_1x_8gpu.yaml'
 FILES = sorted(PAPER_DIR.glob('table*.yaml'))
+MMDETECTION_LAYOUT = PAPER_DIR / 'mmdetection_layout.yaml'
 
 
 def experiment_of(path):
@@ -136,14 +138,14 @@ def test_row_matches_its_name_and_quotes_the_paper(path):
   # Grid R-CNN's grid branch: 14 x 14 features, the same extractor as its
   # box branch.
   assert (getattr(config.task.model, 'grid_groie', None) is not None) == grid
-  if name.endswith('_baseline'):  # FPN's rule with mmdetection's RoIAlign
+  if name.endswith('_baseline'):  # mmdetection's SingleRoIExtractor
     for block in (box, config.task.model.mask_groie,
                   getattr(config.task.model, 'grid_groie', None)):
       if block is not None:
         assert (block.level_selection, block.canonical_size,
                 block.pre_processing, block.post_processing,
                 block.sampling_ratio) == ('heuristic', 224.0, 'none', 'none',
-                                          2)
+                                          0)
     assert (config.task.model.mask_groie is None) == ('faster' in name or
                                                       'table1' in name or
                                                       grid)
@@ -168,6 +170,21 @@ def test_row_matches_its_name_and_quotes_the_paper(path):
               'table2_sum_plus': ('all', 'sum+'),
               'table2_concat': ('all', 'concat')}.get(name, ('all', 'sum'))
   assert (box.level_selection, box.aggregation) == expected
+
+
+
+@pytest.mark.parametrize('path', FILES, ids=lambda p: p.stem)
+def test_the_mmdetection_layout_overlay_applies_to_every_row(path):
+  """Every Faster, Mask and GC-Net row validates in the mmdetection layout;
+  a Grid R-CNN row is refused, naming the layout."""
+  files = [str(BASE), str(path), str(MMDETECTION_LAYOUT)]
+  if 'grid_rcnn' in path.stem:
+    with pytest.raises(ConfigError, match='model_garden layout only'):
+      loading.load_experiment(experiment_of(path), files)
+    return
+  config = loading.load_experiment(experiment_of(path), files)
+  assert config.task.model.layout == 'mmdetection'
+  assert list(config.task.model.anchor.aspect_ratios) == [2.0, 1.0, 0.5]
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ from groie_tf.modeling import backbone_freezing
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
 from groie_tf.modeling import grid_rcnn_model
+from groie_tf.modeling.mmdetection_layout import fpn as mmdet_fpn
 from tests.frozen_weights import changed_weights
 from tests.frozen_weights import variables_by_stage
 from tests.tiny_experiment import tiny_experiment
@@ -96,6 +97,26 @@ def test_the_gcnet_row_builds_gcnet_with_the_authors_attention_heads():
            for name, aligner in (('box', model.roi_aligner),
                                  ('mask', model.mask_roi_aligner))}
   assert heads == {'box': [8], 'mask': [6]}  # one post-processing block
+
+
+def test_the_gcnet_r101_row_builds_in_the_mmdetection_layout():
+  """The largest row (GC-Net R101 + GRoIE) with
+  configs/paper/mmdetection_layout.yaml, at full width: 30 context blocks,
+  every strided block and the stem padded as PyTorch pads, mmdetection's
+  FPN and heads (no batch norm outside the backbone)."""
+  config = loading.load_experiment('groie_gcnet_maskrcnn_resnetfpn_coco', [
+      str(PAPER_DIR / 'base_1x_8gpu.yaml'),
+      str(PAPER_DIR / 'table5_gcnet_r101_groie.yaml'),
+      str(PAPER_DIR / 'mmdetection_layout.yaml')])
+  model = task_factory.get_task(config.task).build_model()
+  assert len(gc_checkpoint.context_blocks(model.backbone)) == 30
+  assert model.backbone.get_config()['pytorch_padding']
+  assert type(model.decoder) is mmdet_fpn.FPN  # pylint: disable=unidiomatic-typecheck
+  norms = [v.name for v in model.variables if 'moving_mean' in v.name]
+  backbone_norms = [v for v in model.backbone.variables
+                    if 'moving_mean' in v.name]
+  assert len(norms) == len(backbone_norms) == 104  # R101: 104 BN layers
+
 
 @pytest.mark.parametrize('row', ['baseline', 'groie'])
 def test_the_grid_rows_build_grid_rcnn_with_mmdetections_head(row):

@@ -285,7 +285,8 @@ def test_output_keeps_the_feature_dtype(dtype, implementation):
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(sampling_ratio=0), 'adaptive'),
+    (dict(sampling_ratio=0, implementation='sparse'), 'adaptive'),
+    (dict(sampling_ratio=2.0), 'sampling_ratio'),
     (dict(sampling_ratio=-1), 'sampling_ratio'),
     (dict(output_size=0), 'output_size'),
     (dict(stride=0), 'stride'),

@@ -126,10 +126,12 @@ def test_seeded_tiny_experiment_reproduces_its_golden_losses(tiny_shapes,
           stage, name, losses)
 
 
-@pytest.mark.parametrize('groie,gc_backbone', [(True, False), (False, False),
-                                               (True, True)])
+@pytest.mark.parametrize('groie,gc_backbone,mmdetection', [
+    (True, False, False), (False, False, False), (True, True, False),
+    (True, False, True), (False, True, True)])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
-                                                        gc_backbone):
+                                                        gc_backbone,
+                                                        mmdetection):
   """One step lowers the RPN loss; a few steps lower the whole loss.
 
   The second stage's loss is not a smooth function of the weights at
@@ -137,10 +139,14 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
   top-k proposals that the second stage is trained on, and one step can
   raise it by 10%. The RPN's loss has fixed anchor targets.
   """
-  config = tiny_experiment(tiny_shapes, groie=groie, gc_backbone=gc_backbone)
+  config = tiny_experiment(tiny_shapes, groie=groie, gc_backbone=gc_backbone,
+                           mmdetection=mmdetection)
   task = task_factory.get_task(config.task)
   model = task.build_model()
-  assert isinstance(model.roi_aligner, GRoIE) == groie
+  # The mmdetection layout's baseline extractor is GRoIE's single-level
+  # form (mmdetection's SingleRoIExtractor), without weights.
+  assert isinstance(model.roi_aligner, GRoIE) == (groie or mmdetection)
+  assert bool(model.roi_aligner.trainable_weights) == groie
   context_blocks = gc_checkpoint.context_blocks(model.backbone) if (
       gc_backbone) else []
   assert len(context_blocks) == (6 if gc_backbone else 0)  # c3-c5, R18
@@ -153,7 +159,10 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
   step(batch)
   after = model_losses(task, model, batch)
   rpn = lambda losses: losses['rpn_score_loss'] + losses['rpn_box_loss']
-  assert rpn(after) < 0.99 * rpn(before), (before, after)
+  # mmdetection's RPN head starts from Normal(0, 0.01) weights (Model
+  # Garden's: variance scaling), so one step moves its loss less.
+  assert rpn(after) < (0.995 if mmdetection else 0.99) * rpn(before), (
+      before, after)
   for _ in range(4):
     step(batch)
   final = model_losses(task, model, batch)
@@ -183,7 +192,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny_shapes, groie,
 # (Model Garden's design) and only the classification losses must agree;
 # RoIs pooled from the other image of the batch change them.
 @pytest.mark.parametrize('model', ['baseline', 'groie', 'gcnet_groie',
-                                   'grid_groie'])
+                                   'mmdetection_groie', 'grid_groie'])
 def test_two_replica_mirrored_step_matches_the_single_device_step(
     tiny_shapes, model):
   report = _json_from_helper('mirrored_step',

@@ -5,6 +5,7 @@ import os
 from official.core import exp_factory
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
+from groie_tf.configs import experiments
 from groie_tf.data import shapes
 
 
@@ -41,13 +42,19 @@ def tiny_override(shapes_data, batch_size: int = 2, train_steps: int = 2):
 
 
 def tiny_experiment(shapes_data, groie: bool = True, batch_size: int = 2,
-                    train_steps: int = 2, gc_backbone: bool = False):
-  """`groie_maskrcnn_shapes` (or its baseline, or their GC-Net twins)
-  shrunk by `tiny_override`."""
+                    train_steps: int = 2, gc_backbone: bool = False,
+                    mmdetection: bool = False):
+  """`groie_maskrcnn_shapes` (or its baseline, or their GC-Net twins),
+  in the mmdetection layout if asked, shrunk by `tiny_override`."""
   name = (('groie_' if groie else '') + ('gcnet_' if gc_backbone else '') +
           'maskrcnn_shapes')
   config = exp_factory.get_exp_config(name)
+  if mmdetection:
+    experiments.in_mmdetection_layout(config)
   override = tiny_override(shapes_data, batch_size, train_steps)
+  if mmdetection:
+    size = shapes_data.image_size
+    override['task']['model']['test_scale'] = [size, size]
   if gc_backbone:
     backbone = override['task']['model'].pop('backbone')
     override['task']['model']['backbone'] = {'gc_resnet': backbone['resnet']}

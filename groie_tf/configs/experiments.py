@@ -209,6 +209,41 @@ def maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
   return _shapes_experiment(with_groie=False)
 
 
+def in_mmdetection_layout(config: groie_config.GRoIEExperimentConfig):
+  """`config`'s detector in the mmdetection layout (`task.model.layout`),
+  with mmdetection's anchor order (its ratios h/w 0.5, 1, 2 are Model
+  Garden's w/h 2, 1, 0.5), batch-norm epsilon (1e-5) and GRoIE attention
+  (`mmcv_compat`), so that its weights and mmdetection's map one to one."""
+  model = config.task.model
+  model.layout = 'mmdetection'
+  model.anchor.aspect_ratios = [2.0, 1.0, 0.5]
+  model.norm_activation.norm_epsilon = 1e-5
+  for block in (model.box_groie, model.mask_groie):
+    if block is not None:
+      block.mmcv_compat = True
+  return config
+
+
+def _shapes_in_mmdetection_layout(with_groie: bool):
+  config = in_mmdetection_layout(_shapes_experiment(with_groie))
+  # Evaluated at the size it trains at, as the model_garden layout is.
+  size = config.task.shapes_data.image_size
+  config.task.model.test_scale = [size, size]
+  return config
+
+
+@exp_factory.register_config_factory('groie_maskrcnn_shapes_mmdetection')
+def groie_maskrcnn_shapes_mmdetection() -> groie_config.GRoIEExperimentConfig:
+  """The main job's GRoIE Mask R-CNN in the mmdetection layout."""
+  return _shapes_in_mmdetection_layout(with_groie=True)
+
+
+@exp_factory.register_config_factory('maskrcnn_shapes_mmdetection')
+def maskrcnn_shapes_mmdetection() -> groie_config.GRoIEExperimentConfig:
+  """Its baseline: mmdetection's single-level RoI extractors."""
+  return _shapes_in_mmdetection_layout(with_groie=False)
+
+
 @exp_factory.register_config_factory('groie_gcnet_maskrcnn_shapes')
 def groie_gcnet_maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
   """GRoIE Mask R-CNN with GCNet's ResNet-18 on the built-in shapes set.

@@ -10,7 +10,7 @@ branch whose block is None keeps Model Garden's stock
 import dataclasses
 import inspect
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from official.core import config_definitions as cfg
 from official.modeling import hyperparams
@@ -21,6 +21,10 @@ from groie_tf.configs import backbones
 from groie_tf.data import shapes
 from groie_tf.errors import ConfigError
 from groie_tf.layers import groie as groie_layer
+
+# The detectors around the RoI extractors: Model Garden's own, or
+# mmdetection's layer for layer (`groie_tf.modeling.mmdetection_layout`).
+LAYOUTS = ('model_garden', 'mmdetection')
 
 # mmdetection's range: -1 freezes nothing, 0 the stem, k the stem and
 # stages 1..k (stage 1 is C2, stride 4).
@@ -67,6 +71,18 @@ class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
 
   `backbone` adds GCNet's ResNet (`type: gc_resnet`) to Model Garden's
   choices; both ResNets take `frozen_stages` and `norm_eval`.
+
+  `layout`: 'model_garden' builds Model Garden's detector; 'mmdetection'
+  builds mmdetection's, layer for layer (`docs/fidelity.md`): the ResNet
+  padded as PyTorch pads, mmdetection's FPN and heads without
+  normalisation, its anchors and proposals, and its RoI extractor
+  (adaptive RoIAlign sampling, one level per RoI) where a GRoIE block is
+  null. Faster and Mask R-CNN, plain or GC ResNet.
+
+  `test_scale`: the mmdetection layout's evaluation and serving resize,
+  mmdetection's `Resize(scale=(long, short), keep_ratio=True)` with a
+  canvas per image (`groie_tf.data.mmdetection_resize`); `input_size` stays
+  the training size. Unused in the model_garden layout.
   """
   backbone: backbones.Backbone = dataclasses.field(
       default_factory=lambda: backbones.Backbone(type='resnet'))
@@ -76,6 +92,9 @@ class GRoIEMaskRCNN(maskrcnn_config.MaskRCNN):
       default_factory=GRoIEBlock)
   frozen_stages: int = -1
   norm_eval: bool = False
+  layout: str = 'model_garden'
+  test_scale: List[int] = dataclasses.field(
+      default_factory=lambda: [1333, 800])
 
 
 @dataclasses.dataclass
@@ -130,6 +149,54 @@ def validate_groie_model(model: GRoIEMaskRCNN, prefix: str = 'task.model'):
     validate_groie_block(block, crop_size, model, f'{prefix}.{name}')
   backbones.validate_backbone(model.backbone, f'{prefix}.backbone')
   _validate_backbone_freezing(model, prefix)
+  _validate_layout(model, prefix)
+
+
+def _validate_layout(model: GRoIEMaskRCNN, prefix: str) -> None:
+  """Raises ConfigError for an unknown layout, or an mmdetection layout of
+  a detector it does not build."""
+  if model.layout not in LAYOUTS:
+    raise ConfigError(f'{prefix}.layout must be one of {LAYOUTS}, got '
+                      f'{model.layout!r}.')
+  if model.layout != 'mmdetection':
+    return
+  refusals = [
+      (model.backbone.type not in ('resnet', 'gc_resnet'),
+       f"{prefix}.backbone.type must be 'resnet' or 'gc_resnet', got "
+       f'{model.backbone.type!r}'),
+      (model.decoder.type != 'fpn',
+       f"{prefix}.decoder.type must be 'fpn', got {model.decoder.type!r}"),
+      (bool(model.roi_sampler.cascade_iou_thresholds),
+       f'{prefix}.roi_sampler.cascade_iou_thresholds must be empty: Cascade '
+       'R-CNN is built in the model_garden layout only'),
+      (hasattr(model, 'grid_head'),
+       'Grid R-CNN is built in the model_garden layout only'),
+      (model.detection_head.num_convs != 0,
+       f'{prefix}.detection_head.num_convs must be 0 (Shared2FCBBoxHead), '
+       f'got {model.detection_head.num_convs}'),
+      (model.detection_head.class_agnostic_bbox_pred,
+       f'{prefix}.detection_head.class_agnostic_bbox_pred must be false'),
+      (model.rpn_head.num_convs != 1,
+       f'{prefix}.rpn_head.num_convs must be 1, got '
+       f'{model.rpn_head.num_convs}'),
+  ]
+  if model.include_mask:
+    refusals += [
+        (model.mask_head.upsample_factor != 2,
+         f'{prefix}.mask_head.upsample_factor must be 2, got '
+         f'{model.mask_head.upsample_factor}'),
+        (model.mask_head.class_agnostic,
+         f'{prefix}.mask_head.class_agnostic must be false')]
+  scale = model.test_scale
+  refusals.append((
+      len(scale) != 2 or not all(isinstance(v, int) and not isinstance(
+          v, bool) and v > 0 for v in scale),
+      f'{prefix}.test_scale must be two positive ints (long and short edge, '
+      f'mmdetection\'s [1333, 800]), got {list(scale)!r}'))
+  problems = [message for refused, message in refusals if refused]
+  if problems:
+    raise ConfigError(f'{prefix}.layout is mmdetection, so ' +
+                      '; '.join(problems) + '.')
 
 
 def validate_groie_block(block: Optional[GRoIEBlock], crop_size: int,

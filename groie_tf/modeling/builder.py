@@ -5,7 +5,10 @@ Training (`tasks/groie_maskrcnn.py`), SavedModel export
 the tests all call `build_model`. It builds Model Garden's Mask R-CNN with
 Model Garden's factory, without copying it, then puts GRoIE in the
 branches whose config block is set and, for a Grid R-CNN config, adds the
-grid branch. A new detector is added here, in one place.
+grid branch; in the mmdetection layout (`task.model.layout`), it gives the
+factory mmdetection's backbone and FPN and swaps in mmdetection's heads,
+proposals and RoI extractors. A new detector is added here, in one place,
+which is also the one place where config fields become layer arguments.
 """
 
 from typing import Optional
@@ -20,7 +23,13 @@ from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GridHead
 from groie_tf.modeling import backbone_freezing
+from groie_tf.modeling import gc_resnet
 from groie_tf.modeling import grid_rcnn_model
+from groie_tf.modeling import resnet
+from groie_tf.modeling.mmdetection_layout import fpn as mmdet_fpn
+from groie_tf.modeling.mmdetection_layout import heads as mmdet_heads
+from groie_tf.modeling.mmdetection_layout import model as mmdet_model
+from groie_tf.modeling.mmdetection_layout import proposals as mmdet_proposals
 
 Regularizer = Optional[tf_keras.regularizers.Regularizer]
 
@@ -59,20 +68,48 @@ def build_model(
   `task.seed` the initialisers draw their seeds in that order, which every
   seeded result so far depends on.
   """
-  stock = mg_factory.build_maskrcnn(input_specs, model_config, l2_regularizer)
-  if create_weights:
-    _build_weights(stock, input_specs)
-  components = dict(stock.get_config())
+  mmdetection = getattr(model_config, 'layout', None) == 'mmdetection'
+  if mmdetection:
+    # Any image size: mmdetection's test resize gives each image its own
+    # canvas (`groie_tf.data.mmdetection_resize`).
+    input_specs = tf_keras.layers.InputSpec(
+        shape=[input_specs.shape[0], None, None, input_specs.shape[-1]])
+    # Model Garden's factory with mmdetection's backbone and FPN; its heads
+    # and generators are replaced below, before any weight exists.
+    stock = mg_factory.build_maskrcnn(
+        input_specs, model_config, l2_regularizer,
+        backbone=_mmdetection_backbone(input_specs, model_config,
+                                       l2_regularizer),
+        decoder=mmdet_fpn.FPN(
+            min_level=model_config.min_level,
+            max_level=model_config.max_level,
+            num_filters=model_config.decoder.fpn.num_filters,
+            kernel_regularizer=l2_regularizer, name='fpn'))
+    components = dict(stock.get_config(),
+                      **_mmdetection_parts(model_config, stock,
+                                           l2_regularizer))
+  else:
+    stock = mg_factory.build_maskrcnn(input_specs, model_config,
+                                      l2_regularizer)
+    if create_weights:
+      _build_weights(stock, input_specs)
+    components = dict(stock.get_config())
   box_block = getattr(model_config, 'box_groie', None)
   if box_block is not None:
     components['roi_aligner'] = groie_layer(
         box_block, model_config.roi_aligner.crop_size, l2_regularizer,
         'box_groie')
+  elif mmdetection:
+    components['roi_aligner'] = _single_level_extractor(
+        model_config.roi_aligner.crop_size, 'box_roi_extractor')
   mask_block = getattr(model_config, 'mask_groie', None)
   if model_config.include_mask and mask_block is not None:
     components['mask_roi_aligner'] = groie_layer(
         mask_block, model_config.mask_roi_aligner.crop_size, l2_regularizer,
         'mask_groie')
+  elif model_config.include_mask and mmdetection:
+    components['mask_roi_aligner'] = _single_level_extractor(
+        model_config.mask_roi_aligner.crop_size, 'mask_roi_extractor')
   if isinstance(model_config, grid_config.GridRCNN):
     model = grid_rcnn_model.GridRCNNModel(
         grid_head=GridHead(kernel_regularizer=l2_regularizer,
@@ -83,9 +120,12 @@ def build_model(
         jitter_amplitude=model_config.jitter_amplitude,
         pos_radius=model_config.pos_radius,
         **components)
-  elif (components['roi_aligner'] is stock.roi_aligner and
+  elif (not mmdetection and
+        components['roi_aligner'] is stock.roi_aligner and
         components['mask_roi_aligner'] is stock.mask_roi_aligner):
     return stock  # the baseline: nothing swapped
+  elif mmdetection:
+    model = mmdet_model.MaskRCNNModel(**components)
   else:
     model = maskrcnn_model.MaskRCNNModel(**components)
   if create_weights:
@@ -99,6 +139,69 @@ def groie_layer(block: groie_config.GRoIEBlock, crop_size: int,
   """The GRoIE layer of one config block."""
   return GRoIE(kernel_regularizer=l2_regularizer, name=name,
                **groie_config.groie_layer_kwargs(block, crop_size))
+
+
+def _mmdetection_backbone(input_specs: tf_keras.layers.InputSpec,
+                          model_config: groie_config.GRoIEMaskRCNN,
+                          l2_regularizer: Regularizer) -> tf_keras.Model:
+  """The config's ResNet (plain or GC), padded as PyTorch pads."""
+  build = {'resnet': resnet.build_resnet,
+           'gc_resnet': gc_resnet.build_gc_resnet}[model_config.backbone.type]
+  return build(input_specs, model_config.backbone,
+               model_config.norm_activation, l2_regularizer,
+               pytorch_padding=True)
+
+
+def _mmdetection_parts(model_config: groie_config.GRoIEMaskRCNN,
+                       stock: maskrcnn_model.MaskRCNNModel,
+                       l2_regularizer: Regularizer):
+  """mmdetection's heads and generators, as `MaskRCNNModel` arguments."""
+  anchor = model_config.anchor
+  generator = model_config.roi_generator
+  head = model_config.detection_head
+  parts = dict(
+      rpn_head=mmdet_heads.RPNHead(
+          min_level=model_config.min_level,
+          max_level=model_config.max_level,
+          num_anchors_per_location=(len(anchor.aspect_ratios) *
+                                    anchor.num_scales),
+          num_filters=model_config.rpn_head.num_filters,
+          kernel_regularizer=l2_regularizer, name='rpn_head'),
+      roi_generator=mmdet_proposals.ProposalGenerator(
+          min_level=model_config.min_level,
+          max_level=model_config.max_level,
+          anchor_size=anchor.anchor_size, num_scales=anchor.num_scales,
+          aspect_ratios=anchor.aspect_ratios,
+          pre_nms_top_k=generator.pre_nms_top_k,
+          nms_iou_threshold=generator.nms_iou_threshold,
+          num_proposals=generator.num_proposals,
+          test_pre_nms_top_k=generator.test_pre_nms_top_k,
+          test_nms_iou_threshold=generator.test_nms_iou_threshold,
+          test_num_proposals=generator.test_num_proposals,
+          name='roi_generator'),
+      detection_head=mmdet_heads.Shared2FCBBoxHead(
+          num_classes=model_config.num_classes, fc_dims=head.fc_dims,
+          num_fcs=head.num_fcs, kernel_regularizer=l2_regularizer,
+          name='detection_head'),
+      detection_generator=mmdet_proposals.DetectionGenerator(
+          **stock.detection_generator.get_config()))
+  if model_config.include_mask:
+    parts['mask_head'] = mmdet_heads.FCNMaskHead(
+        num_classes=model_config.num_classes,
+        num_convs=model_config.mask_head.num_convs,
+        num_filters=model_config.mask_head.num_filters,
+        kernel_regularizer=l2_regularizer, name='mask_head')
+  return parts
+
+
+def _single_level_extractor(crop_size: int, name: str) -> GRoIE:
+  """mmdetection's `SingleRoIExtractor` of its R-CNN configs: each RoI
+  pooled from the one level of its size (P2-P5, `finest_scale` 56, which is
+  GRoIE's 'heuristic' rule), RoIAlign with adaptive sampling, aligned."""
+  return GRoIE(crop_size=crop_size, min_level=2, max_level=5,
+               sampling_ratio=0, aligned=True, level_selection='heuristic',
+               aggregation='sum', pre_processing='none',
+               post_processing='none', name=name)
 
 
 def _grid_roi_aligner(model_config: grid_config.GridRCNN,

@@ -11,10 +11,10 @@ its weights are copied into the GC ResNet.
 
 from absl import logging
 import tensorflow as tf
-from official.vision.modeling.backbones import resnet
 
 from groie_tf.layers import context_block
 from groie_tf.modeling import gc_resnet
+from groie_tf.modeling import resnet
 
 _GC_CONFIG_KEYS = ('gc_levels', 'gc_ratio', 'gc_pooling', 'gc_fusion')
 
@@ -27,7 +27,8 @@ def context_blocks(backbone: gc_resnet.GCResNet):
 
 
 def plain_twin(backbone: gc_resnet.GCResNet) -> resnet.ResNet:
-  """Model Garden's ResNet with the backbone's arguments, no context block."""
+  """The ResNet with the backbone's arguments (its padding too), no context
+  block."""
   config = {k: v for k, v in backbone.get_config().items()
             if k not in _GC_CONFIG_KEYS}
   return resnet.ResNet(**config)

@@ -15,17 +15,16 @@ context block follows the second conv and its norm, the same place
 relative to the add. The built-in data set's GC experiments use that.
 """
 
-import functools
 from typing import Optional, Sequence
 
 import tf_keras
 from official.modeling import hyperparams
 from official.vision.modeling.backbones import factory
-from official.vision.modeling.backbones import resnet
 from official.vision.modeling.layers import nn_blocks
 
 from groie_tf.configs.backbones import check_gc_levels
 from groie_tf.layers import context_block
+from groie_tf.modeling import resnet
 
 def _with_context_block(block_class):
   """`block_class` with a `ContextBlock` in its squeeze-excitation slot."""
@@ -73,11 +72,14 @@ GCBottleneckBlock = _with_context_block(nn_blocks.BottleneckBlock)
 GCResidualBlock = _with_context_block(nn_blocks.ResidualBlock)
 _GC_BLOCKS = {nn_blocks.BottleneckBlock: GCBottleneckBlock,
               nn_blocks.ResidualBlock: GCResidualBlock}
+for _block in _GC_BLOCKS.values():
+  resnet.pytorch_padded(_block)  # registered for deserialisation
 
 
 @tf_keras.utils.register_keras_serializable(package='groie_tf')
 class GCResNet(resnet.ResNet):
-  """Model Garden's ResNet with GCNet context blocks (GCNet, Cao et al.,
+  """Model Garden's ResNet (`groie_tf.modeling.resnet`, so optionally
+  padded as PyTorch pads) with GCNet context blocks (GCNet, Cao et al.,
   ICCVW 2019; the GC-Net rows of GRoIE's Table V).
 
   Every block of the stages in `gc_levels` gets a
@@ -99,8 +101,9 @@ class GCResNet(resnet.ResNet):
     gc_ratio: `ContextBlock.ratio`.
     gc_pooling: `ContextBlock.pooling_type`.
     gc_fusion: `ContextBlock.fusion_types`.
-    **kwargs: Model Garden's `ResNet` arguments; `se_ratio` must stay unset
-      in the GC stages.
+    **kwargs: `groie_tf.modeling.resnet.ResNet`'s arguments (Model
+      Garden's, and `pytorch_padding`); `se_ratio` must stay unset in the GC
+      stages.
   """
 
   def __init__(self, model_id: int, gc_levels: Sequence[int] = (3, 4, 5),
@@ -114,14 +117,11 @@ class GCResNet(resnet.ResNet):
                                gc_fusion=tuple(gc_fusion))
     super().__init__(model_id=model_id, **kwargs)
 
-  def _block_group(self, inputs, filters, strides, block_fn, block_repeats=1,
-                   stochastic_depth_drop_rate=0.0, name='block_group'):
-    level = int(name.rsplit('_l', 1)[1])  # 'block_group_l3' -> 3
-    if level in self._gc_levels:
-      block_fn = functools.partial(_GC_BLOCKS[block_fn], **self._gc_block_args)
-    return super()._block_group(inputs, filters, strides, block_fn,
-                                block_repeats, stochastic_depth_drop_rate,
-                                name)
+  def _block_class(self, block_fn, level: int):
+    return _GC_BLOCKS[block_fn] if level in self._gc_levels else block_fn
+
+  def _block_kwargs(self, level: int):
+    return dict(self._gc_block_args) if level in self._gc_levels else {}
 
   def get_config(self):
     config = super().get_config()
@@ -137,31 +137,20 @@ def build_gc_resnet(
     input_specs: tf_keras.layers.InputSpec,
     backbone_config: hyperparams.Config,
     norm_activation_config: hyperparams.Config,
-    l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None
-) -> tf_keras.Model:
+    l2_regularizer: Optional[tf_keras.regularizers.Regularizer] = None,
+    pytorch_padding: bool = False) -> tf_keras.Model:
   """Builds a `GCResNet` from `backbone.gc_resnet`, with the arguments Model
-  Garden's `build_resnet` gives its ResNet."""
+  Garden's `build_resnet` gives its ResNet, padded as `pytorch_padding`
+  says."""
   if backbone_config.type != 'gc_resnet':
     raise ValueError(f'build_gc_resnet got backbone type '
                      f'{backbone_config.type!r}.')
   config = backbone_config.get()
   return GCResNet(
-      model_id=config.model_id,
       gc_levels=config.gc_levels,
       gc_ratio=config.gc_ratio,
       gc_pooling=config.gc_pooling,
       gc_fusion=config.gc_fusion,
-      input_specs=input_specs,
-      depth_multiplier=config.depth_multiplier,
-      stem_type=config.stem_type,
-      resnetd_shortcut=config.resnetd_shortcut,
-      replace_stem_max_pool=config.replace_stem_max_pool,
-      se_ratio=config.se_ratio,
-      init_stochastic_depth_rate=config.stochastic_depth_drop_rate,
-      scale_stem=config.scale_stem,
-      activation=norm_activation_config.activation,
-      use_sync_bn=norm_activation_config.use_sync_bn,
-      norm_momentum=norm_activation_config.norm_momentum,
-      norm_epsilon=norm_activation_config.norm_epsilon,
-      kernel_regularizer=l2_regularizer,
-      bn_trainable=config.bn_trainable)
+      pytorch_padding=pytorch_padding,
+      **resnet.resnet_arguments(input_specs, config, norm_activation_config,
+                                l2_regularizer))

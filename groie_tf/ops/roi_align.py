@@ -95,22 +95,29 @@ __all__ = ['roi_align', 'roi_align_flat', 'check_roi_align_arguments',
 
 IMPLEMENTATIONS = ('auto', 'kernel', 'sparse', 'atomic', 'gather')
 
+# Adaptive sampling (sampling_ratio=0): samples per bin and axis are
+# mmcv's ceil(extent / output_size) up to this many; a RoI that needs more
+# along an axis gets this many, evenly spread (docs/numerics.md measures
+# how often and by how much that differs from mmcv).
+ADAPTIVE_MAX_SAMPLES = 8
+
 
 def check_roi_align_arguments(output_size, sampling_ratio, implementation):
   """Raises ValueError naming the first invalid RoIAlign argument."""
   if not isinstance(output_size, int) or output_size < 1:
     raise ValueError(f'output_size must be a positive int, got {output_size!r}.')
-  if sampling_ratio == 0:
+  if (isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int)
+      or sampling_ratio < 0):
     raise ValueError(
-        'sampling_ratio=0 (adaptive, ceil(extent / output_size) samples per '
-        'bin and per RoI) cannot be expressed with one fixed crop size; pass '
-        'a fixed sampling_ratio >= 1 (GRoIE uses 2).')
-  if not isinstance(sampling_ratio, int) or sampling_ratio < 1:
-    raise ValueError(
-        f'sampling_ratio must be an int >= 1, got {sampling_ratio!r}.')
+        f'sampling_ratio must be an int >= 1, or 0 for adaptive sampling, got '
+        f'{sampling_ratio!r}.')
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
                      f'{implementation!r}.')
+  if sampling_ratio == 0 and implementation not in ('auto', 'gather'):
+    raise ValueError(
+        'sampling_ratio=0 (adaptive) runs the gather implementation only: '
+        f"pass implementation='auto' or 'gather', got {implementation!r}.")
 
 
 def checked_box_indices(box_indices, boxes: tf.Tensor) -> tf.Tensor:
@@ -204,13 +211,14 @@ def _taps(box_indices, ys, xs, height, width) -> List[Tuple[tf.Tensor,
 
 
 def _average_bins(samples, sampling_ratio):
-  """`[K, G, G, C]` -> `[K, P, P, C]`: each bin is the mean of its
-  `sampling_ratio x sampling_ratio` samples."""
+  """`[K, P*g, P*h, C]` -> `[K, P, P, C]`: each bin is the mean of its
+  `g x h` samples; `sampling_ratio` is g = h, or `(g, h)`."""
   return tf.nn.avg_pool2d(samples, sampling_ratio, sampling_ratio, 'VALID')
 
 
 def _pool_with_gather(features, box_indices, ys, xs, sampling_ratio):
-  """`[K, P, P, C]` float32 bins from float32 `[B, H, W, C]` features."""
+  """`[K, P, P, C]` float32 bins from float32 `[B, H, W, C]` features;
+  `ys` `[K, P*g]`, `xs` `[K, P*h]`, `sampling_ratio` g = h or `(g, h)`."""
   shape = tf.shape(features)
   flat = tf.reshape(features, [-1, shape[3]])  # [B*H*W, C]
   samples = tf.add_n([
@@ -386,6 +394,43 @@ def _pool_with_crop_and_resize(features, box_indices, ys, xs, sampling_ratio,
   return pool_with_exact_gradient(features)
 
 
+def _pool_adaptively(features, box_indices, boxes, output_size, stride,
+                     aligned):
+  """`[K, P, P, C]` float32 bins with mmcv's adaptive sampling.
+
+  A box `e` map pixels tall gets `ceil(e / P)` samples per bin along that
+  axis (at most `ADAPTIVE_MAX_SAMPLES`); one of zero or negative extent
+  gets none, and mmcv's bins are then 0. Boxes are pooled in groups of
+  one sample count, each by the gather path, whose gradient is TensorFlow's
+  (exact).
+  """
+  cap = ADAPTIVE_MAX_SAMPLES
+  offset = 0.5 if aligned else 0.0
+  start = boxes[:, :2] / stride - offset  # [K, 2] (y, x)
+  extent = boxes[:, 2:] / stride - offset - start
+  if not aligned:
+    extent = tf.maximum(extent, 1.0)
+  counts = tf.math.ceil(extent / float(output_size))  # mmcv's, [K, 2]
+  empty = tf.reduce_any(counts <= 0.0, axis=1)
+  counts = tf.cast(tf.clip_by_value(counts, 1.0, float(cap)), tf.int32)
+  groups = (counts[:, 0] - 1) * cap + counts[:, 1] - 1  # [K]
+  indices = tf.dynamic_partition(tf.range(tf.shape(boxes)[0]), groups,
+                                 cap * cap)
+  pooled = []
+  for group, members in enumerate(indices):
+    samples = (group // cap + 1, group % cap + 1)  # (rows, columns)
+    steps = [(tf.range(output_size * n, dtype=tf.float32) + 0.5) /
+             float(output_size * n) for n in samples]
+    ys = tf.gather(start[:, 0], members)[:, None] + tf.gather(
+        extent[:, 0], members)[:, None] * steps[0]
+    xs = tf.gather(start[:, 1], members)[:, None] + tf.gather(
+        extent[:, 1], members)[:, None] * steps[1]
+    pooled.append(_pool_with_gather(features, tf.gather(box_indices, members),
+                                    ys, xs, samples))
+  pooled = tf.dynamic_stitch(indices, pooled)  # [K, P, P, C]
+  return tf.where(empty[:, None, None, None], 0.0, pooled)
+
+
 def roi_align(features: tf.Tensor,
               boxes: tf.Tensor,
               output_size: int,
@@ -407,8 +452,9 @@ def roi_align(features: tf.Tensor,
       Garden's convention); box `n` of image `b` is pooled from `features[b]`.
     output_size: P, the side of the pooled square.
     stride: input pixels per feature pixel (4 for P2, 8 for P3, ...).
-    sampling_ratio: samples per bin along each axis, >= 1. mmcv's adaptive
-      mode (0) is rejected: it needs a different grid per box.
+    sampling_ratio: samples per bin along each axis, >= 1; or 0, mmcv's
+      adaptive sampling (`ceil(extent / output_size)` per box and axis, at
+      most `ADAPTIVE_MAX_SAMPLES`), which runs the gather implementation.
     aligned: True for the half-pixel convention of mmdetection 2.x/3.x
       (boxes shifted by -0.5 map pixels, any extent). False for the legacy
       rule of Detectron, torchvision and mmcv (no shift, extent >= 1 pixel).
@@ -431,6 +477,9 @@ def roi_align(features: tf.Tensor,
   >>> features = tf.reshape(tf.range(64, dtype=tf.float32), [1, 8, 8, 1])
   >>> boxes = tf.constant([[[0., 0., 16., 16.]]])
   >>> roi_align(features, boxes, output_size=2, stride=4).shape
+  TensorShape([1, 1, 2, 2, 1])
+  >>> roi_align(features, boxes, output_size=2, stride=4,
+  ...           sampling_ratio=0).shape  # adaptive
   TensorShape([1, 1, 2, 2, 1])
   """
   if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
@@ -491,6 +540,8 @@ def roi_align_flat(features: tf.Tensor,
   if boxes.shape.rank != 2 or boxes.shape[-1] != 4:
     raise ValueError(f'boxes must be [K, 4], got {boxes.shape}.')
   box_indices = checked_box_indices(box_indices, boxes)
+  if sampling_ratio == 0:
+    implementation = 'gather'  # the one adaptive sampling runs
   chosen = choose_implementation(implementation,
                                  current_context(implementation))
   _log_choice(implementation, chosen)
@@ -500,6 +551,12 @@ def roi_align_flat(features: tf.Tensor,
     out_dtype = features.dtype
     box_indices = tf.cast(box_indices, tf.int32)
     boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
+    if sampling_ratio == 0:
+      pooled = _pool_adaptively(tf.cast(features, tf.float32), box_indices,
+                                boxes, output_size, stride, aligned)
+      pooled.set_shape([boxes.shape[0], output_size, output_size,
+                        features.shape[3]])
+      return tf.cast(pooled, out_dtype)
     ys, xs = _sample_coordinates(boxes, stride, output_size * sampling_ratio,
                                  aligned)
     if implementation == 'gather':

@@ -20,6 +20,7 @@ from official.core import config_definitions as cfg
 from official.vision.serving import detection
 from official.vision.serving import export_saved_model_lib
 
+from groie_tf.data import mmdetection_resize
 from groie_tf.errors import CheckpointError
 from groie_tf.errors import UserError
 from groie_tf.modeling import builder
@@ -61,8 +62,18 @@ class GRoIEDetectionModule(detection.DetectionModule):
   `detection_masks`, `image_info`) are Model Garden's, with one change:
   `detection_boxes` are in pixels of the image given, not of the resized
   model input that Model Garden returns them in (`image_info` still holds
-  the scale). `detection_masks` are relative to their box, so they follow.
+  the scale). `detection_masks` are relative to their box, so they follow;
+  the SavedModel's `mask_paste` variable names the rule that pastes them
+  into the image ('model_garden' or 'mmdetection', by the layout).
   """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # Saved with the module: the rule `detection_masks` are pasted into
+    # the image by (`groie_tf.ops.mask_paste`), which predict.py reads.
+    self.mask_paste = tf.Variable(
+        'mmdetection' if self.params.task.model.layout == 'mmdetection'
+        else 'model_garden', trainable=False, name='mask_paste')
 
   def _build_model(self):
     model_config = self.params.task.model
@@ -76,6 +87,24 @@ class GRoIEDetectionModule(detection.DetectionModule):
         model_config, tf_keras.layers.InputSpec(
             shape=[self._batch_size, *self._padded_size, 3]),
         create_weights=False)  # in the serving trace (`checked_module`)
+
+  def preprocess(self, images: tf.Tensor):
+    """Model Garden's; in the mmdetection layout, mmdetection's test resize
+    (`mmdetection_resize.test_image`, `task.model.test_scale`): the canvas
+    is the resized image's, rounded up to 32, whatever `input_image_size`
+    says; `image_info[:, 1]` is the resized size, the frame the model clips
+    to. The layout makes its own anchors: none are passed."""
+    model_config = self.params.task.model
+    if model_config.layout != 'mmdetection':
+      return super().preprocess(images)
+    with tf.device('cpu:0'):
+      canvases, image_info = tf.map_fn(
+          lambda image: mmdetection_resize.test_image(
+              tf.cast(image, tf.uint8), model_config.test_scale),
+          elems=images,
+          fn_output_signature=(tf.TensorSpec([None, None, 3], tf.float32),
+                               tf.TensorSpec([4, 2], tf.float32)))
+    return canvases, {}, image_info
 
   def serve(self, images: tf.Tensor):
     outputs = super().serve(images)

@@ -1,7 +1,7 @@
 """Runs an exported detector on images: COCO results and drawn detections.
 
-Only TensorFlow and NumPy touch the SavedModel; Model Garden is used for one
-helper, pasting each box's mask into the image.
+Only TensorFlow and NumPy touch the SavedModel; masks are pasted into the
+image by the rule the SavedModel names (`groie_tf.ops.mask_paste`).
 """
 
 import collections
@@ -15,11 +15,11 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageOps
 import tensorflow as tf
-from official.vision.ops import mask_ops
 from pycocotools import mask as mask_utils
 
 from groie_tf.errors import CheckpointError
 from groie_tf.errors import UserError
+from groie_tf.ops import mask_paste
 
 Detections = Dict[str, np.ndarray]
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
@@ -96,13 +96,16 @@ def load_detector(saved_model_dir: str) -> Callable[[np.ndarray], Detections]:
 
   Works for each input type the exporter writes: for a signature taking
   strings, the image is encoded as PNG, and wrapped in a tf.Example when
-  the signature parses examples.
+  the signature parses examples. The function's `mask_paste` attribute is
+  the rule its masks are pasted by (`to_instances`): the one the SavedModel
+  records, or Model Garden's for one that records none.
   """
   if not tf.saved_model.contains_saved_model(saved_model_dir):
     raise CheckpointError(f'No SavedModel in {saved_model_dir}: give the '
                           'saved_model/ folder that export_saved_model.py '
                           'wrote.')
-  serve = tf.saved_model.load(saved_model_dir).signatures['serving_default']
+  loaded = tf.saved_model.load(saved_model_dir)
+  serve = loaded.signatures['serving_default']
   # Signatures take their input by keyword (Model Garden names it `inputs`).
   (input_name, spec), = serve.structured_input_signature[1].items()
 
@@ -122,6 +125,9 @@ def load_detector(saved_model_dir: str) -> Callable[[np.ndarray], Detections]:
     outputs = serve(**{input_name: tf.constant(inputs)})
     return {k: v.numpy()[0] for k, v in outputs.items()}
 
+  recorded = getattr(loaded, 'mask_paste', None)
+  detect.mask_paste = (recorded.numpy().decode() if recorded is not None
+                       else 'model_garden')
   return detect
 
 
@@ -135,8 +141,10 @@ def _parses_examples(function) -> bool:
 
 
 def to_instances(detections: Detections, height: int, width: int,
-                 score_threshold: float) -> List[Dict]:
-  """Detections above the threshold, with masks pasted at image size.
+                 score_threshold: float,
+                 mask_paste_style: str = 'model_garden') -> List[Dict]:
+  """Detections above the threshold, with masks pasted at image size by
+  the rule `mask_paste_style` names (`groie_tf.ops.mask_paste.STYLES`).
 
   Returns:
     [{'box': [x, y, w, h], 'score', 'class_id', 'mask': [H, W] bool}], best
@@ -150,8 +158,9 @@ def to_instances(detections: Detections, height: int, width: int,
                    boxes[:, 2] - boxes[:, 0]], axis=1)
   masks = np.zeros((len(keep), height, width), bool)
   if 'detection_masks' in detections and keep:
-    masks = mask_ops.paste_instance_masks(
-        detections['detection_masks'][keep], xywh, height, width) > 0.5
+    masks = mask_paste.paste_binary_masks(
+        detections['detection_masks'][keep], boxes, height, width,
+        mask_paste_style)
   return [{'box': [float(v) for v in xywh[j]],
            'score': float(detections['detection_scores'][i]),
            'class_id': int(detections['detection_classes'][i]),

@@ -4,19 +4,25 @@ from typing import Optional
 
 import tensorflow as tf
 import tf_keras
+from official.common import dataset_fn as dataset_fn_lib
 from official.core import task_factory
 from official.vision.configs import maskrcnn as maskrcnn_config
+from official.vision.dataloaders import input_reader
+from official.vision.dataloaders import input_reader_factory
 from official.vision.dataloaders import tf_example_decoder
 from official.vision.tasks import maskrcnn
 
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.data import bad_records
 from groie_tf.data import class_ids
+from groie_tf.data import mmdetection_resize
+from groie_tf.data import mmdetection_targets
 from groie_tf.data import shapes
 from groie_tf.errors import ConfigError
 from groie_tf.modeling import builder
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
+from groie_tf.tasks import mmdetection_evaluator
 
 
 def _reading_shapes_data(
@@ -52,7 +58,11 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
   - with `task.deterministic_input`, runs the input pipeline on one thread,
     so that a seeded run draws the same flips and anchor samples each time;
   - with `task.skip_bad_records`, drops training records that do not
-    decode (`groie_tf.data.bad_records`).
+    decode (`groie_tf.data.bad_records`);
+  - in the mmdetection layout, gives the model the image's extent as the
+    frame to clip to and mmdetection's anchors and RPN targets
+    (`groie_tf.data.mmdetection_targets`), and pastes masks for COCO
+    evaluation as mmdetection does (`mmdetection_evaluator`).
   """
 
   def __init__(self, params: groie_config.GRoIEMaskRCNNTask, logging_dir=None,
@@ -82,14 +92,80 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
       decoder = tf_example_decoder.TfExampleDecoder(
           include_mask=self.task_config.model.include_mask)
       dataset_fn = bad_records.skipping_dataset_fn(decoder.decode)
+    if (self.task_config.model.layout == 'mmdetection' and
+        not params.is_training):
+      dataset = self._mmdetection_eval_inputs(params, input_context)
+    else:
+      dataset = super().build_inputs(params, input_context,
+                                     dataset_fn=dataset_fn)
     dataset = class_ids.checking_class_ids(
-        super().build_inputs(params, input_context, dataset_fn=dataset_fn),
-        self.task_config.model.num_classes, params.input_path)
+        dataset, self.task_config.model.num_classes, params.input_path)
+    if self.task_config.model.layout == 'mmdetection':
+      dataset = dataset.map(
+          mmdetection_targets.relabel_fn(params.is_training,
+                                         self.task_config.model,
+                                         params.parser),
+          num_parallel_calls=tf.data.AUTOTUNE)
     if self.task_config.deterministic_input:
       options = tf.data.Options()
       options.threading.private_threadpool_size = 1
       dataset = dataset.with_options(options)
     return dataset
+
+  def _mmdetection_eval_inputs(
+      self, params: maskrcnn_config.DataConfig,
+      input_context: Optional[tf.distribute.InputContext]):
+    """Model Garden's input pipeline (`MaskRCNNTask.build_inputs`), with
+    mmdetection's test resize (`mmdetection_resize.EvalParser`): one canvas
+    per image, so one image per replica unless all images share a size."""
+    model = self.task_config.model
+    per_replica = (input_context.get_per_replica_batch_size(
+        params.global_batch_size) if input_context else
+                   params.global_batch_size)
+    if per_replica > 1 and self.task_config.shapes_data is None:
+      raise ConfigError(
+          'The mmdetection layout evaluates each image on its own canvas '
+          '(mmdetection\'s test resize), so a replica takes one image at a '
+          f'time: set task.validation_data.global_batch_size to the number of '
+          f'replicas (it is {params.global_batch_size}, {per_replica} per '
+          'replica).')
+    if params.decoder.type != 'simple_decoder':
+      raise ConfigError('The mmdetection layout reads tf.Examples with the '
+                        "simple decoder; validation_data.decoder.type is "
+                        f'{params.decoder.type!r}.')
+    decoder_config = params.decoder.simple_decoder
+    decoder = tf_example_decoder.TfExampleDecoder(
+        include_mask=model.include_mask,
+        regenerate_source_id=decoder_config.regenerate_source_id,
+        mask_binarize_threshold=decoder_config.mask_binarize_threshold)
+    parser = mmdetection_resize.EvalParser(
+        test_scale=model.test_scale, output_size=model.input_size[:2],
+        min_level=model.min_level, max_level=model.max_level,
+        num_scales=model.anchor.num_scales,
+        aspect_ratios=model.anchor.aspect_ratios,
+        anchor_size=model.anchor.anchor_size,
+        max_num_instances=params.parser.max_num_instances,
+        include_mask=model.include_mask,
+        mask_crop_size=params.parser.mask_crop_size, dtype=params.dtype)
+    reader = input_reader_factory.input_reader_generator(
+        params, dataset_fn=dataset_fn_lib.pick_dataset_fn(params.file_type),
+        decoder_fn=decoder.decode,
+        combine_fn=input_reader.create_combine_fn(params),
+        parser_fn=parser.parse_fn(False))
+    return reader.read(input_context=input_context)
+
+  def _build_coco_metrics(self):
+    """Model Garden's COCO evaluator; in the mmdetection layout, one that
+    pastes masks as mmdetection does (`mmdetection_evaluator`), on the same
+    annotations."""
+    super()._build_coco_metrics()
+    if self.task_config.model.layout == 'mmdetection':
+      # pylint: disable-next=protected-access
+      annotation_file = self.coco_metric._annotation_file
+      self.coco_metric = mmdetection_evaluator.MMDetectionCOCOEvaluator(
+          annotation_file=annotation_file,
+          include_mask=self.task_config.model.include_mask,
+          per_category_metrics=self.task_config.per_category_metrics)
 
   def build_model(self) -> tf_keras.Model:
     """The config's model (`groie_tf.modeling.builder`), with Model

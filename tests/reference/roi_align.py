@@ -1,4 +1,5 @@
-"""Float64 loop reference for mmcv RoIAlign (avg pooling, fixed sampling).
+"""Float64 loop reference for mmcv RoIAlign (avg pooling; fixed or adaptive
+sampling).
 
 Written from mmcv's RoIAlign semantics (its C++/CUDA ``roi_align``: the mean
 of fixed bilinear samples per bin, a sample within one pixel outside the map
@@ -47,17 +48,21 @@ def roi_align_operator(height, width, box, output_size, stride, sampling_ratio,
   if not aligned:
     extent_h, extent_w = max(extent_h, 1.0), max(extent_w, 1.0)
   bin_h, bin_w = extent_h / output_size, extent_w / output_size
-  grid = sampling_ratio
+  if sampling_ratio > 0:
+    grid_h = grid_w = sampling_ratio
+  else:  # mmcv's adaptive rule; no sample at all for an empty extent
+    grid_h, grid_w = int(np.ceil(bin_h)), int(np.ceil(bin_w))
+  count = max(grid_h * grid_w, 1)
   operator = np.zeros((output_size * output_size, height * width))
   for ph in range(output_size):
     for pw in range(output_size):
       row = operator[ph * output_size + pw]
-      for iy in range(grid):
-        y = start_y + ph * bin_h + (iy + 0.5) * bin_h / grid
-        for ix in range(grid):
-          x = start_x + pw * bin_w + (ix + 0.5) * bin_w / grid
+      for iy in range(grid_h):
+        y = start_y + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+        for ix in range(grid_w):
+          x = start_x + pw * bin_w + (ix + 0.5) * bin_w / grid_w
           for (r, c), w in _bilinear_weights(y, x, height, width):
-            row[r * width + c] += w / (grid * grid)
+            row[r * width + c] += w / count
   return operator
 
 

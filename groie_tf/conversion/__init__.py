@@ -1,0 +1,2 @@
+"""mmdetection checkpoints into the mmdetection layout
+(`groie_tf.modeling.mmdetection_layout`)."""
