@@ -79,9 +79,6 @@ class StateDict:
     self._taken.add(key)
     return self._tensors[key].astype(np.float32)
 
-  def has(self, key: str) -> bool:
-    return key in self._tensors
-
   def untaken(self) -> List[str]:
     return sorted(set(self._tensors) - self._taken)
 

@@ -390,6 +390,19 @@ def gap_at(sorted_desc, k):
     return float(sorted_desc[k - 1] - sorted_desc[k])
 
 
+def check_cut(full_scores, max_per_img, gap_tol, margin_tol, gap_key,
+              problem, diag, problems):
+    """Records the gap at the `max_per_img` cut of the sorted scores (a
+    problem if under `gap_tol`) and returns the lowest score that could
+    still reach the output: the cut's score less `margin_tol`."""
+    g = gap_at(full_scores, max_per_img)
+    diag[gap_key] = g
+    if g < gap_tol:
+        problems.append(f'{problem} {g:.3g}')
+    return (full_scores[max_per_img - 1] - margin_tol
+            if len(full_scores) > max_per_img else -np.inf)
+
+
 # ----------------------------------------------------------------- run
 
 def run_model(cfg, seed, img_rgb):
@@ -483,12 +496,9 @@ def run_model(cfg, seed, img_rgb):
                                        rescale=False)[0]
         assert torch.equal(rpn_full.bboxes[:n_prop], proposals.bboxes)
         full_scores = rpn_full.scores.numpy()
-        g = gap_at(full_scores, rcfg.max_per_img)
-        diag['rpn cut gap'] = g
-        if g < TOL_RPN_SCORE:
-            problems.append(f'rpn max_per_img cut gap {g:.3g}')
-        min_score = (full_scores[rcfg.max_per_img - 1] - TOL_RPN_SCORE
-                     if len(full_scores) > rcfg.max_per_img else -np.inf)
+        min_score = check_cut(full_scores, rcfg.max_per_img, TOL_RPN_SCORE,
+                              TOL_RPN_SCORE, 'rpn cut gap',
+                              'rpn max_per_img cut gap', diag, problems)
         p, n_kept = nms_margins(cb[valid], cs_[valid], cl[valid],
                                 rcfg.nms.iou_threshold, TOL_IOU,
                                 TOL_PAIR_SCORE, min_score)
@@ -518,12 +528,9 @@ def run_model(cfg, seed, img_rgb):
                                                  rescale=False)[0]
         assert torch.equal(dets_full.bboxes[:m], dets.bboxes)
         full_scores = dets_full.scores.numpy()
-        g = gap_at(full_scores, rcnn_cfg.max_per_img)
-        diag['det cut gap'] = g
-        if g < TOL_DET_SCORE:
-            problems.append(f'rcnn max_per_img cut gap {g:.3g}')
-        min_score = (full_scores[rcnn_cfg.max_per_img - 1] - TOL_THR
-                     if len(full_scores) > rcnn_cfg.max_per_img else -np.inf)
+        min_score = check_cut(full_scores, rcnn_cfg.max_per_img,
+                              TOL_DET_SCORE, TOL_THR, 'det cut gap',
+                              'rcnn max_per_img cut gap', diag, problems)
         scores = torch.softmax(bbox_res['cls_score'], -1)[:, :-1].numpy()
         rel = scores[scores >= min_score]
         dist = float(np.abs(rel - rcnn_cfg.score_thr).min()) if rel.size \
