@@ -97,6 +97,19 @@ def test_bazel_tags_slow_exactly_the_files_pytest_marks_slow():
   assert tagged == marked and marked
 
 
+def test_bazel_gives_the_mmdetection_fixtures_to_every_file_reading_them():
+  """Bazel's sandbox holds only declared data: a test file that opens
+  tests/fixtures/mmdet (through tests/mmdet_stages.py, which locates them)
+  without `:mmdet_fixtures` fails under Bazel alone."""
+  build = (ROOT / 'BUILD').read_text(encoding='utf-8')
+  given = set(re.findall(r'\("(test_\w+)", "\w+", \[[^]]*":mmdet_fixtures"',
+                         build))
+  readers = {path.stem for path in (ROOT / 'tests').glob('test_*.py')
+             if re.search(r'^from tests import mmdet_stages$',
+                          path.read_text(encoding='utf-8'), re.M)}
+  assert given == readers and readers
+
+
 def test_no_tensorflow_addons_anywhere():
   setup = (ROOT / 'setup.py').read_text(encoding='utf-8')
   assert 'tensorflow-addons' not in setup.split('install_requires')[1]
