@@ -16,10 +16,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from groie_tf.configs import grid_rcnn as grid_config
 from groie_tf.configs import groie_maskrcnn as groie_config
 from groie_tf.conversion import mmdet_state_dict
 from groie_tf.modeling import builder
 from groie_tf.ops import anchors as anchors_lib
+from groie_tf.ops import grid_points
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'mmdet')
 
@@ -31,7 +33,11 @@ MODELS = {
     'mask_rcnn_groie': (True, True, False),
     'gcnet_mask_rcnn': (True, False, True),
     'gcnet_mask_rcnn_groie': (True, True, True),
+    'grid_rcnn': (False, False, False),
 }
+# Grid R-CNN (`grid-rcnn_r50_fpn_gn-head_2x_coco`): its box head only
+# classifies, and a grid head refines its detections.
+GRID_MODELS = ('grid_rcnn',)
 LEVELS = ('2', '3', '4', '5', '6')
 DELTA_ORDER = list(mmdet_state_dict.DELTA_ORDER)
 
@@ -44,13 +50,22 @@ def load_fixture(name: str) -> Dict[str, np.ndarray]:
 def model_config(name: str) -> groie_config.GRoIEMaskRCNN:
   """The reduced-width config of `tools/mmdet_reference/make_fixtures.py`:
   ResNet-50 at 1/16 width (base 4), 16 FPN channels, 32-wide FCs, 8
-  classes, 300 proposals, 50 detections."""
+  classes, 300 proposals, 50 detections; Grid R-CNN's grid head has 4
+  channels per point and GroupNorm(12), its test NMS IoU 0.3 and score
+  threshold 0.03 (its config's)."""
   include_mask, groie, gc = MODELS[name]
   groie_block = {'sampling_ratio': 2, 'mmcv_compat': True,
                  'attention_num_heads': 6} if groie else None
   backbone = {'model_id': 50, 'depth_multiplier': 1 / 16,
               'scale_stem': True}
-  config = groie_config.GRoIEMaskRCNN(
+  grid = name in GRID_MODELS
+  config_class, extra = groie_config.GRoIEMaskRCNN, {}
+  if grid:
+    config_class = grid_config.GridRCNN
+    extra = {'grid_head': {'num_convs': 8, 'point_channels': 4,
+                           'norm_groups': 12},
+             'grid_groie': groie_block}
+  config = config_class(
       layout='mmdetection', num_classes=9, include_mask=include_mask,
       input_size=[96, 160, 3], min_level=2, max_level=6,
       backbone={'type': 'gc_resnet' if gc else 'resnet',
@@ -64,10 +79,10 @@ def model_config(name: str) -> groie_config.GRoIEMaskRCNN:
                      'test_nms_iou_threshold': 0.7},
       detection_head={'num_convs': 0, 'num_fcs': 2, 'fc_dims': 32},
       mask_head={'num_convs': 4, 'num_filters': 16},
-      detection_generator={'pre_nms_score_threshold': 0.05,
-                           'nms_iou_threshold': 0.5,
+      detection_generator={'pre_nms_score_threshold': 0.03 if grid else 0.05,
+                           'nms_iou_threshold': 0.3 if grid else 0.5,
                            'max_num_detections': 50},
-      box_groie=groie_block, mask_groie=groie_block)
+      box_groie=groie_block, mask_groie=groie_block, **extra)
   return config
 
 
@@ -126,6 +141,7 @@ def compare(name: str, model=None, fixture=None) -> Dict[str, float]:
   fixture = load_fixture(name) if fixture is None else fixture
   model = build_converted(name, fixture) if model is None else model
   include_mask = MODELS[name][0]
+  grid = name in GRID_MODELS
   errors = {}
   image = tf.constant(fixture['in/image'])
   image_shape = tf.constant(fixture['in/img_shape'][None].astype(np.float32))
@@ -181,20 +197,26 @@ def compare(name: str, model=None, fixture=None) -> Dict[str, float]:
   errors['class logits'] = relative_error(
       np.concatenate([classes[:, 1:], classes[:, :1]], 1),
       fixture['cls_score'])
-  errors['box deltas'] = relative_error(
-      _ours_to_mmdet_deltas(box_outputs.numpy()[0][:, 4:], num_classes),
-      fixture['bbox_pred'])
+  if not grid:  # with_reg=False: the deltas are zeros, none to compare
+    errors['box deltas'] = relative_error(
+        _ours_to_mmdet_deltas(box_outputs.numpy()[0][:, 4:], num_classes),
+        fixture['bbox_pred'])
 
   detections = model.detection_generator(
       box_outputs, class_outputs, mmdet_rois, image_shape,
       [10.0, 10.0, 5.0, 5.0])
   count = int(detections['num_detections'][0])
   det = fixture['det_bboxes']
+  # Grid R-CNN: the box head's detections are those before the grid's vote.
+  box_det = fixture['grid/bboxes_before'] if grid else det
   errors.update({f'detections {k}': v for k, v in _set_errors(
       _xyxy(detections['detection_boxes'].numpy()[0, :count]),
       detections['detection_scores'].numpy()[0, :count],
       detections['detection_classes'].numpy()[0, :count] - 1,
-      det[:, :4], det[:, 4], fixture['det_labels']).items()})
+      box_det[:, :4], box_det[:, 4], fixture['det_labels']).items()})
+
+  if grid:
+    errors.update(_grid_errors(model, p, fixture))
 
   if include_mask:
     det_rois = tf.constant(_yxyx(det[None, :, :4]).astype(np.float32))
@@ -208,6 +230,12 @@ def compare(name: str, model=None, fixture=None) -> Dict[str, float]:
 
   outputs = model(image, image_shape=image_shape, training=False)
   count = int(outputs['num_detections'][0])
+  if grid:
+    errors.update({f'end to end before grid {k}': v for k, v in _set_errors(
+        _xyxy(outputs['detection_boxes_before_grid'].numpy()[0, :count]),
+        outputs['detection_scores'].numpy()[0, :count],
+        outputs['detection_classes'].numpy()[0, :count] - 1,
+        box_det[:, :4], box_det[:, 4], fixture['det_labels']).items()})
   errors.update({f'end to end {k}': v for k, v in _set_errors(
       _xyxy(outputs['detection_boxes'].numpy()[0, :count]),
       outputs['detection_scores'].numpy()[0, :count],
@@ -218,6 +246,56 @@ def compare(name: str, model=None, fixture=None) -> Dict[str, float]:
     errors['end to end mask probability'] = float(np.abs(
         outputs['detection_masks'].numpy()[0, :count] - probabilities).max())
   return errors
+
+
+def _grid_errors(model, pyramid, fixture) -> Dict[str, float]:
+  """The grid branch on mmdetection's detections before the vote: their
+  14x14 features from mmdetection's P2-P5, the fused heatmaps from
+  mmdetection's features, the boxes voted from mmdetection's heatmaps,
+  and the whole branch (our features, heatmaps and vote) against
+  mmdetection's refined boxes."""
+  errors = {}
+  before = fixture['grid/bboxes_before'][:, :4]  # [M, 4] xyxy
+  rois = tf.constant(_yxyx(before[None]).astype(np.float32))
+  features = model.grid_roi_aligner(pyramid, rois)  # [1, M, 14, 14, C]
+  num_feats = len(fixture['grid/feats'])
+  errors['grid RoI features'] = relative_error(features[0, :num_feats],
+                                               fixture['grid/feats'])
+  heatmaps = model.grid_head(tf.constant(fixture['grid/feats']),
+                             training=False)['fused']
+  errors['grid heatmaps'] = relative_error(heatmaps, fixture['grid/pred'])
+  refined = fixture['det_bboxes'][:, :4]
+  voted = grid_points.decode_boxes(tf.constant(fixture['grid/pred']),
+                                   rois[0, :num_feats])
+  errors['grid vote box_px'] = float(np.abs(
+      _xyxy(voted.numpy()) - refined[:num_feats]).max())
+  logits = model.grid_head(features[0], training=False)['fused']
+  branch = grid_points.decode_boxes(logits, rois[0])
+  errors['grid branch box_px'] = float(np.abs(
+      _xyxy(branch.numpy()) - refined).max())
+  return errors
+
+
+# float32 against float32: maps and logits relative to the largest
+# reference value, boxes in pixels, scores and probabilities absolute.
+FEATURE_TOLERANCE = 1e-4
+BOX_TOLERANCE_PX = 1e-3
+SCORE_TOLERANCE = 1e-5
+
+
+def check_errors(errors: Dict[str, float]) -> None:
+  """Fails unless every stage of `compare` is within float32 tolerance."""
+  assert 'count_or_labels_differ' not in str(errors), errors
+  for stage, error in errors.items():
+    if stage.endswith('box_px'):
+      limit = BOX_TOLERANCE_PX
+    elif stage.endswith('score') or stage.endswith('probability'):
+      limit = SCORE_TOLERANCE
+    elif stage == 'anchors (px)':
+      limit = 0.0
+    else:
+      limit = FEATURE_TOLERANCE
+    assert error <= limit, (stage, error, errors)
 
 
 def main(names: Optional[list] = None) -> None:

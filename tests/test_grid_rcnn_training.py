@@ -24,16 +24,22 @@ def _losses(task, model, batch):
       outputs, labels, model.losses).items()}
 
 
-@pytest.mark.parametrize('groie', [True, False])
-def test_training_steps_train_the_grid_branch(tiny_shapes, groie):
+@pytest.mark.parametrize('groie,mmdetection', [(True, False), (False, False),
+                                               (False, True)])
+def test_training_steps_train_the_grid_branch(tiny_shapes, groie,
+                                              mmdetection):
   # Every positive of the batch (at most 2 x 64) and no jitter: the grid
   # loss is then the same function of the weights at every call (the picks'
   # order is random, their mean is not).
-  config = tiny_grid_experiment(tiny_shapes, groie=groie, max_num_grid=256)
+  config = tiny_grid_experiment(tiny_shapes, groie=groie, max_num_grid=256,
+                                mmdetection=mmdetection)
   config.task.model.jitter_amplitude = 0.0
   task = task_factory.get_task(config.task)
   model = task.build_model()
-  assert isinstance(model.grid_roi_aligner, GRoIE) == groie
+  # The mmdetection layout's baseline grid extractor is GRoIE's
+  # single-level form (mmdetection's SingleRoIExtractor), without weights.
+  assert isinstance(model.grid_roi_aligner, GRoIE) == (groie or mmdetection)
+  assert bool(model.grid_roi_aligner.trainable_weights) == groie
   assert 'grid_loss' in [m.name for m in task.build_metrics(training=True)]
   batch = next(iter(task.build_inputs(config.task.train_data)))
   outputs, before = _losses(task, model, batch)
@@ -50,7 +56,11 @@ def test_training_steps_train_the_grid_branch(tiny_shapes, groie):
     step(batch)
   _, after = _losses(task, model, batch)
   assert after['grid_loss'] < before['grid_loss']
-  assert after['total_loss'] < 0.9 * before['total_loss'], (before, after)
+  # mmdetection's heads start from Normal(0, 0.01) and Normal(0.001)
+  # weights (Model Garden's: variance scaling), so its losses move less
+  # (0.91 of the loss after 5 steps, measured).
+  assert after['total_loss'] < (0.95 if mmdetection else 0.9) * (
+      before['total_loss']), (before, after)
   trained = model.grid_head.trainable_weights + (
       model.grid_roi_aligner.trainable_weights)
   moved = [np.abs(new.numpy() - old).max() > 0

@@ -3,7 +3,7 @@
 The fixtures (`tests/fixtures/mmdet/`, written by
 `tools/mmdet_reference/make_fixtures.py` in its own PyTorch environment)
 hold reduced-width Faster, Mask and GC-Net R-CNNs, with and without GRoIE,
-with seeded random weights: their state dicts, one image and every
+and a Grid R-CNN, with seeded random weights: their state dicts, one image and every
 stage's output. `tests/mmdet_stages.py` loads each state dict into the
 model `builder.build_model` makes for the config, feeds each stage
 mmdetection's own input of that stage, and measures the errors
@@ -12,7 +12,10 @@ mmdetection's own input of that stage, and measures the errors
 Mutations that fail here: Keras 'same' padding back in the strided convs
 of the blocks; P6 by another rule than P5[::2, ::2]; anchor centres at
 stride / 2; the first FC's kernel read (H, W, C) instead of (C, H, W);
-the background class taken first instead of last.
+the background class taken first instead of last; the grid head's grouped
+transposed convs split in another group order, each point's neighbours
+in another order (an edge's transition then maps to another edge), or the
+fusion's edges applied in the other direction.
 """
 
 import numpy as np
@@ -20,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from groie_tf.conversion import mmdet_state_dict
+from groie_tf.layers import grid_head
 from groie_tf.modeling import resnet
 from groie_tf.modeling.mmdetection_layout import fpn
 from groie_tf.ops import anchors
@@ -29,30 +33,14 @@ from tests import mmdet_stages
 
 pytestmark = pytest.mark.slow
 
-# float32 against float32, relative to the largest reference value.
-FEATURE_TOLERANCE = 1e-4
-BOX_TOLERANCE_PX = 1e-3
-SCORE_TOLERANCE = 1e-5
-
-
-def _check(errors):
-  for stage, error in errors.items():
-    if stage.endswith('box_px'):
-      limit = BOX_TOLERANCE_PX
-    elif stage.endswith('score') or stage.endswith('probability'):
-      limit = SCORE_TOLERANCE
-    elif stage == 'anchors (px)':
-      limit = 0.0
-    else:
-      limit = FEATURE_TOLERANCE
-    assert error <= limit, (stage, error, errors)
+FEATURE_TOLERANCE = mmdet_stages.FEATURE_TOLERANCE
 
 
 @pytest.mark.parametrize('name', list(mmdet_stages.MODELS))
 def test_every_stage_matches_mmdetection(name):
   errors = mmdet_stages.compare(name)
   assert 'count_or_labels_differ' not in str(errors)
-  _check(errors)
+  mmdet_stages.check_errors(errors)
 
 
 def _patched_compare(name, patches, fixture=None):
@@ -104,6 +92,71 @@ def test_background_taken_first_fails():
     fixture[key] = np.roll(fixture[key], 1, axis=0)
   errors = _patched_compare('faster_rcnn', {}, fixture=fixture)
   assert errors['class logits'] > 0.05
+
+
+def _grid_errors(fixture=None):
+  """The grid stages of `mmdet_stages.compare`, alone (the mutations
+  below change the grid head only)."""
+  fixture = mmdet_stages.load_fixture('grid_rcnn') if fixture is None else (
+      fixture)
+  model = mmdet_stages.build_converted('grid_rcnn', fixture)
+  pyramid = {l: tf.constant(fixture[f'p{l}']) for l in mmdet_stages.LEVELS}
+  return mmdet_stages._grid_errors(model, pyramid, fixture)  # pylint: disable=protected-access
+
+
+def test_the_grid_state_dict_maps_one_to_one():
+  """Every key of mmdetection's Grid R-CNN is used and every variable set
+  (`load_state_dict` refuses otherwise); the box head has no regression to
+  take an `fc_reg` (mmdetection's `with_reg=False` has none either)."""
+  fixture = mmdet_stages.load_fixture('grid_rcnn')
+  state = mmdet_state_dict.numpy_state_dict(fixture)
+  assert len([k for k in state if k.startswith('roi_head.grid_head.')]) == 230
+  assert not [k for k in state if 'fc_reg' in k]
+  model = mmdet_stages.build_converted('grid_rcnn', fixture)
+  state['roi_head.bbox_head.fc_reg.weight'] = np.zeros([32, 32], np.float32)
+  with pytest.raises(ValueError, match='1 state-dict keys were not mapped: '
+                     'roi_head.bbox_head.fc_reg.weight'):
+    mmdet_state_dict.load_state_dict(model, state)
+
+
+def test_grid_deconv_groups_in_another_order_fail():
+  split = mmdet_state_dict.grouped_transposed_kernels
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(mmdet_state_dict, 'grouped_transposed_kernels',
+                  lambda weight, groups: split(weight, groups)[::-1])
+    errors = _grid_errors()
+  assert errors['grid RoI features'] <= FEATURE_TOLERANCE
+  assert errors['grid heatmaps'] > 0.05
+  assert errors['grid branch box_px'] > 0.1
+
+
+def test_grid_neighbours_in_another_order_fail():
+  """Each point's neighbours reversed (right, down, up, left): the same 24
+  edges, but `forder_trans.{i}.{j}` lands on another edge's transition."""
+  reversed_order = [tuple(reversed(n)) for n in grid_head.neighbour_points()]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(grid_head, 'neighbour_points', lambda: reversed_order)
+    errors = _grid_errors()
+  assert errors['grid heatmaps'] > 0.05
+
+
+def test_grid_fusion_in_the_other_direction_fails():
+  """Each edge's transition applied to the receiving point's features
+  instead of its neighbour's."""
+  def reversed_fusion(head, x):
+    points = head._points(x)  # pylint: disable=protected-access
+    apply = lambda edge, features: edge[1](edge[0](features))
+    first = [points[i] + tf.add_n([apply(edge, points[i])
+                                   for edge in head.first_order[i]])
+             for i in range(len(points))]
+    return [points[i] + tf.add_n([apply(edge, first[i])
+                                  for edge in head.second_order[i]])
+            for i in range(len(points))]
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(grid_head.GridHead, '_fuse', reversed_fusion)
+    errors = _grid_errors()
+  assert errors['grid heatmaps'] > 0.05
 
 
 @pytest.mark.parametrize('name', ['mask_rcnn', 'gcnet_mask_rcnn_groie'])

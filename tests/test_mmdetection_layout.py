@@ -17,20 +17,25 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from official.core import task_factory
+from official.vision.modeling.layers import detection_generator
 from official.vision.modeling.layers import nn_blocks
 
+from groie_tf.conversion import mmdet_state_dict
 from groie_tf.data import mmdetection_resize
 from groie_tf.data import mmdetection_targets
 from groie_tf.errors import ConfigError
+from groie_tf.layers import GridHead
 from groie_tf.modeling import builder
 from groie_tf.modeling import gc_resnet
 from groie_tf.modeling import resnet
 from groie_tf.modeling.mmdetection_layout import fpn as fpn_lib
 from groie_tf.modeling.mmdetection_layout import heads
+from groie_tf.modeling.mmdetection_layout import model as mmdet_model
 from groie_tf.modeling.mmdetection_layout import proposals
 from groie_tf.ops import anchors
 from tests import mmdet_stages
 from tests.tiny_experiment import tiny_own_data_experiment
+from tests.reference import grid_head as ref_grid
 from tests.reference import mmdet_detector as ref
 
 EPS = 1e-5
@@ -377,6 +382,88 @@ def test_mask_head_matches_mmdetection(float64_policy):
   np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_box_head_without_regression_only_classifies(float64_policy):
+  """mmdetection's `with_reg=False` (Grid R-CNN): no box FC and no
+  variable of one; the deltas are zeros, the logits those of the same FCs
+  and classifier."""
+  del float64_policy
+  rng = np.random.default_rng(21)
+  features = rng.standard_normal((2, 3, 4, 4, 5))
+  head = heads.Shared2FCBBoxHead(num_classes=4, fc_dims=6, with_reg=False)
+  head(features)
+  _randomize(head, seed=22)
+  classes, boxes = head(features)
+  assert not [w for w in head.weights if 'detection-boxes' in w.name]
+  assert len(head.weights) == 6  # two FCs and the classifier
+  # pylint: disable=protected-access
+  want_classes, _ = ref.shared_fc_box_head(
+      features.reshape(6, 4, 4, 5),
+      [(fc.kernel.numpy(), fc.bias.numpy()) for fc in head._fcs],
+      (head._classifier.kernel.numpy(), head._classifier.bias.numpy()),
+      (np.zeros((6, 0)), np.zeros(0)))
+  np.testing.assert_allclose(classes.numpy().reshape(6, 4), want_classes,
+                             rtol=1e-12, atol=1e-12)
+  assert boxes.shape == (2, 3, 16) and not np.any(boxes.numpy())
+
+
+def _detect(generator, boxes, scores, image_shape):
+  """`generator` on class-agnostic RoIs `[N, 4]` (zero deltas) with
+  probabilities `[N, K]` (background excluded)."""
+  probabilities = np.concatenate(
+      [1.0 - scores.sum(1, keepdims=True), scores], 1)
+  out = generator(tf.zeros([1, len(boxes), 4 * probabilities.shape[1]]),
+                  tf.constant(np.log(probabilities)[None], tf.float32),
+                  tf.constant(boxes[None], tf.float32),
+                  tf.constant([image_shape], tf.float32), [10., 10., 5., 5.])
+  count = int(out['num_detections'][0])
+  return (out['detection_boxes'].numpy()[0, :count],
+          out['detection_scores'].numpy()[0, :count],
+          out['detection_classes'].numpy()[0, :count] - 1)
+
+
+def test_detection_nms_is_greedy_below_an_iou_of_a_half():
+  """Grid R-CNN's NMS IoU is 0.3. A (0.9) overlaps B (0.8) by IoU 0.4, B
+  overlaps C (0.7) by 0.4, A and C are apart: a greedy NMS keeps A and C.
+  Model Garden's 'v2' NMS drops C too: its self-suppression compares IoUs
+  with 0.5, not the threshold."""
+  boxes = np.array([[0., 0., 10., 10.], [0., 4.2857143, 10., 14.2857143],
+                    [0., 8.5714286, 10., 18.5714286]])  # IoU(A, B) = 0.4
+  scores = np.array([[0.9], [0.8], [0.7]])
+  config = dict(pre_nms_score_threshold=0.05, nms_iou_threshold=0.3,
+                max_num_detections=10)
+  _, got, _ = _detect(proposals.DetectionGenerator(**config), boxes, scores,
+                      [50., 50.])
+  np.testing.assert_allclose(got, [0.9, 0.7], rtol=1e-6)
+  _, stock, _ = _detect(detection_generator.DetectionGenerator(**config),
+                        boxes, scores, [50., 50.])
+  np.testing.assert_allclose(stock, [0.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize('iou_threshold', [0.3, 0.5, 0.7])
+def test_detections_are_mmdetections_multiclass_nms(iou_threshold):
+  """Random overlapping RoIs, 3 classes, class-agnostic boxes (Grid
+  R-CNN's): the same detections as mmdetection's `multiclass_nms`, in its
+  order, cut at `max_per_img`."""
+  rng = np.random.default_rng(int(iou_threshold * 10))
+  corners = rng.integers(0, 40, (30, 2)).astype(np.float64)
+  sizes = rng.integers(4, 30, (30, 2)).astype(np.float64)
+  boxes = np.concatenate([corners, corners + sizes], 1)  # yxyx, inside
+  scores = rng.dirichlet(np.ones(4), 30)[:, 1:].astype(np.float32)
+  got_boxes, got_scores, got_classes = _detect(
+      proposals.DetectionGenerator(pre_nms_score_threshold=0.05,
+                                   nms_iou_threshold=iou_threshold,
+                                   max_num_detections=12),
+      boxes, scores.astype(np.float64), [80., 80.])
+  # mmdetection's order: boxes x1y1x2y2, one box for every class.
+  want_boxes, want_scores, want_classes = ref.multiclass_nms(
+      np.repeat(boxes[:, None, [1, 0, 3, 2]], 3, 1), scores, 0.05,
+      iou_threshold, 12)
+  assert len(want_scores) == 12  # the cut is reached
+  np.testing.assert_array_equal(got_classes, want_classes)
+  np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
+  np.testing.assert_array_equal(got_boxes[:, [1, 0, 3, 2]], want_boxes)
+
+
 def test_padding_rois_detect_nothing():
   generator = proposals.DetectionGenerator(
       pre_nms_score_threshold=0.05, max_num_detections=10)
@@ -401,6 +488,89 @@ def test_detection_deltas_are_clamped_from_below():
   # exp(-log(1000 / 16)) * 40 px = 0.64 px (Model Garden: 0).
   assert size == pytest.approx(40 * 16 / 1000, rel=1e-5)
 
+
+
+def _grid_state_dict(rng, in_channels, num_convs, point_channels,
+                     prefix='roi_head.grid_head.'):
+  """A GridHead state dict in mmdetection's names and torch's layouts,
+  float32-representable (the converter reads float32)."""
+  channels = 9 * point_channels
+  shapes = {}
+  for k in range(num_convs):
+    shapes[f'convs.{k}.conv.weight'] = (
+        channels, in_channels if k == 0 else channels, 3, 3)
+    for name in ('conv.bias', 'gn.weight', 'gn.bias'):
+      shapes[f'convs.{k}.{name}'] = (channels,)
+  for order in ('forder_trans', 'sorder_trans'):
+    for i, neighbours in enumerate(ref_grid.mmdet_neighbours()):
+      for j in range(len(neighbours)):
+        edge = f'{order}.{i}.{j}.'
+        shapes.update({edge + '0.weight': (point_channels, 1, 5, 5),
+                       edge + '0.bias': (point_channels,),
+                       edge + '1.weight': (point_channels, point_channels,
+                                           1, 1),
+                       edge + '1.bias': (point_channels,)})
+  shapes.update({'deconv1.weight': (channels, point_channels, 4, 4),
+                 'deconv1.bias': (channels,), 'norm1.weight': (channels,),
+                 'norm1.bias': (channels,), 'deconv2.weight': (channels, 1, 4,
+                                                               4),
+                 'deconv2.bias': (9,)})
+  state = {}
+  for name, shape in shapes.items():
+    value = (rng.uniform(0.5, 1.5, shape) if name.endswith(('gn.weight',
+                                                            'norm1.weight'))
+             else rng.standard_normal(shape) * 0.4)
+    state[prefix + name] = value.astype(np.float32).astype(np.float64)
+  return state
+
+
+def test_grid_head_loads_mmdetections_state_dict(float64_policy):
+  """mmdetection's GridHead from its state dict (grouped transposed convs
+  whole, transitions per edge, GroupNorms) through the converter: the
+  fused and unfused heatmaps of mmdetection's forward."""
+  del float64_policy
+  rng = np.random.default_rng(31)
+  head = GridHead(num_convs=2, point_channels=3, norm_groups=9)
+  features = rng.standard_normal((2, 14, 14, 5))
+  head(features)
+  state = _grid_state_dict(rng, in_channels=5, num_convs=2, point_channels=3)
+  tensors = mmdet_state_dict.StateDict(state)
+  assign = mmdet_state_dict._Assigner()  # pylint: disable=protected-access
+  mmdet_state_dict._load_grid_head(head, tensors, assign)  # pylint: disable=protected-access
+  assert not tensors.untaken()
+  assert {id(v) for v in head.variables} == assign.assigned
+  got = head(features, training=True)
+  for roi in range(2):
+    want = ref_grid.grid_head_from_state_dict(
+        features[roi].transpose(2, 0, 1), state, num_convs=2, norm_groups=9)
+    for key in ('fused', 'unfused'):
+      np.testing.assert_allclose(got[key].numpy()[roi].transpose(2, 0, 1),
+                                 want[key], rtol=1e-10, atol=1e-10)
+
+
+def test_grid_rcnn_builds_and_runs_in_the_mmdetection_layout():
+  """The grid model of the layout: a box head without regression, the
+  single-level 14x14 grid extractor, images of any size; the grid's vote
+  replaces the boxes of the detections, padding stays zero."""
+  config = mmdet_stages.model_config('grid_rcnn')
+  model = builder.build_model(
+      config, tf_keras.layers.InputSpec(shape=[None, 96, 160, 3]))
+  assert isinstance(model, mmdet_model.GridRCNNModel)
+  (box_head,) = model.detection_head
+  assert not [w for w in box_head.weights if 'detection-boxes' in w.name]
+  extractor = model.grid_roi_aligner.get_config()
+  assert (extractor['crop_size'], extractor['level_selection'],
+          extractor['sampling_ratio']) == (14, 'heuristic', 0)
+  images = tf.random.stateless_uniform([1, 96, 160, 3], [3, 4])
+  for size, image_shape in (((96, 160), [90., 130.]), ((64, 128), [64., 100.])):
+    outputs = model(images[:, :size[0], :size[1]],
+                    image_shape=tf.constant([image_shape]), training=False)
+    count = int(outputs['num_detections'][0])
+    refined = outputs['detection_boxes'].numpy()[0]
+    before = outputs['detection_boxes_before_grid'].numpy()[0]
+    assert count > 0
+    assert np.abs(refined[:count] - before[:count]).max() > 0
+    assert not np.any(refined[count:]) and not np.any(before[count:])
 
 
 def test_a_checkpoint_restores_the_same_detector(tmp_path):

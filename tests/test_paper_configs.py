@@ -9,7 +9,6 @@ import yaml
 
 from groie_tf import registry_imports  # pylint: disable=unused-import
 from groie_tf.configs import loading
-from groie_tf.errors import ConfigError
 
 PAPER_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'paper'
 BASE = PAPER_DIR / 'base_1x_8gpu.yaml'
@@ -175,13 +174,9 @@ def test_row_matches_its_name_and_quotes_the_paper(path):
 
 @pytest.mark.parametrize('path', FILES, ids=lambda p: p.stem)
 def test_the_mmdetection_layout_overlay_applies_to_every_row(path):
-  """Every Faster, Mask and GC-Net row validates in the mmdetection layout;
-  a Grid R-CNN row is refused, naming the layout."""
+  """Every row (Faster, Mask, GC-Net and Grid R-CNN) validates in the
+  mmdetection layout."""
   files = [str(BASE), str(path), str(MMDETECTION_LAYOUT)]
-  if 'grid_rcnn' in path.stem:
-    with pytest.raises(ConfigError, match='model_garden layout only'):
-      loading.load_experiment(experiment_of(path), files)
-    return
   config = loading.load_experiment(experiment_of(path), files)
   assert config.task.model.layout == 'mmdetection'
   assert list(config.task.model.anchor.aspect_ratios) == [2.0, 1.0, 0.5]

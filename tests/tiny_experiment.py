@@ -79,11 +79,18 @@ def tiny_own_data_experiment(shapes_data, train_steps: int = 2, **task):
 
 
 def tiny_grid_experiment(shapes_data, groie: bool = True,
-                         max_num_grid: int = 16):
-  """`groie_gridrcnn_shapes` (or its baseline) shrunk by `tiny_override`."""
+                         max_num_grid: int = 16, mmdetection: bool = False):
+  """`groie_gridrcnn_shapes` (or its baseline), in the mmdetection layout
+  if asked, shrunk by `tiny_override`."""
   config = exp_factory.get_exp_config(
       'groie_gridrcnn_shapes' if groie else 'gridrcnn_shapes')
-  config.override(tiny_override(shapes_data), is_strict=True)
+  if mmdetection:
+    experiments.in_mmdetection_layout(config)
+  override = tiny_override(shapes_data)
+  if mmdetection:
+    size = shapes_data.image_size
+    override['task']['model']['test_scale'] = [size, size]
+  config.override(override, is_strict=True)
   config.task.model.max_num_grid = max_num_grid
   config.validate()
   return config

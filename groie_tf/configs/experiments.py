@@ -212,13 +212,17 @@ def maskrcnn_shapes() -> groie_config.GRoIEExperimentConfig:
 def in_mmdetection_layout(config: groie_config.GRoIEExperimentConfig):
   """`config`'s detector in the mmdetection layout (`task.model.layout`),
   with mmdetection's anchor order (its ratios h/w 0.5, 1, 2 are Model
-  Garden's w/h 2, 1, 0.5), batch-norm epsilon (1e-5) and GRoIE attention
-  (`mmcv_compat`), so that its weights and mmdetection's map one to one."""
+  Garden's w/h 2, 1, 0.5), batch-norm epsilon (1e-5), GRoIE attention
+  (`mmcv_compat`) and class-specific box outputs (`reg_class_agnostic`
+  false, also in mmdetection's Grid R-CNN, whose box head outputs none),
+  so that its weights and mmdetection's map one to one."""
   model = config.task.model
   model.layout = 'mmdetection'
   model.anchor.aspect_ratios = [2.0, 1.0, 0.5]
   model.norm_activation.norm_epsilon = 1e-5
-  for block in (model.box_groie, model.mask_groie):
+  model.detection_head.class_agnostic_bbox_pred = False
+  for block in (model.box_groie, model.mask_groie,
+                getattr(model, 'grid_groie', None)):  # Grid R-CNN's
     if block is not None:
       block.mmcv_compat = True
   return config

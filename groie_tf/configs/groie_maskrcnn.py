@@ -169,8 +169,6 @@ def _validate_layout(model: GRoIEMaskRCNN, prefix: str) -> None:
       (bool(model.roi_sampler.cascade_iou_thresholds),
        f'{prefix}.roi_sampler.cascade_iou_thresholds must be empty: Cascade '
        'R-CNN is built in the model_garden layout only'),
-      (hasattr(model, 'grid_head'),
-       'Grid R-CNN is built in the model_garden layout only'),
       (model.detection_head.num_convs != 0,
        f'{prefix}.detection_head.num_convs must be 0 (Shared2FCBBoxHead), '
        f'got {model.detection_head.num_convs}'),

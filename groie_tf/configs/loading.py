@@ -90,6 +90,14 @@ def load_experiment(name: str, config_files: Sequence[str] = (),
   with config_errors():
     check_experiment(name)
     params = exp_factory.get_exp_config(name)
+  return overridden(params, config_files, params_override)
+
+
+def overridden(params: cfg.ExperimentConfig, config_files: Sequence[str] = (),
+               params_override: str = '') -> cfg.ExperimentConfig:
+  """`params` with YAML files in order, then `params_override`, all strict,
+  validated."""
+  with config_errors():
     for config_file in config_files:
       params = hyperparams.override_params_dict(params, config_file,
                                                 is_strict=True)

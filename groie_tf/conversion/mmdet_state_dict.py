@@ -6,8 +6,10 @@ auto-numbered variable names, with the transform its layout needs:
 
 - conv kernels `[out, in, kh, kw]` -> `[kh, kw, in, out]`; transposed-conv
   kernels `[in, out, kh, kw]` -> `[kh, kw, out, in]` (the same transpose,
-  no spatial flip); FC weights `[out, in]` -> `[in, out]`; 1x1 convs that
-  are `Dense` here -> `[in, out]`;
+  no spatial flip), a grouped one split into a kernel per group;
+  depth-wise kernels `[C, 1, kh, kw]` -> `[kh, kw, C, 1]`; FC weights
+  `[out, in]` -> `[in, out]`; 1x1 convs that are `Dense` here ->
+  `[in, out]`;
 - the box head's first FC reads the RoI features flattened (C, H, W) in
   mmdetection, (H, W, C) here: its input rows are permuted;
 - classes: mmdetection's C classes come first and the background last;
@@ -32,6 +34,7 @@ from official.vision.modeling.layers import nn_blocks
 
 from groie_tf.layers import GRoIE
 from groie_tf.layers import GeneralizedAttention
+from groie_tf.layers import GridHead
 from groie_tf.modeling.mmdetection_layout import heads
 
 # Per anchor or class: (dy, dx, dh, dw) here from (dx, dy, dw, dh) there.
@@ -47,6 +50,20 @@ def conv_kernel(weight: np.ndarray) -> np.ndarray:
 def pointwise_kernel(weight: np.ndarray) -> np.ndarray:
   """A 1x1 conv `[out, in, 1, 1]` -> a `Dense` kernel `[in, out]`."""
   return weight[:, :, 0, 0].T
+
+
+def depthwise_kernel(weight: np.ndarray) -> np.ndarray:
+  """A depth-wise conv `[C, 1, kh, kw]` -> `[kh, kw, C, 1]`."""
+  return weight.transpose(2, 3, 0, 1)
+
+
+def grouped_transposed_kernels(weight: np.ndarray,
+                               groups: int) -> List[np.ndarray]:
+  """A grouped transposed conv `[in, out / groups, kh, kw]` -> one
+  `[kh, kw, out / groups, in / groups]` kernel per group, in group order:
+  group g reads input channels `[g * in / groups, (g + 1) * in / groups)`
+  (the GridHead's one `Conv2DTranspose` per grid point)."""
+  return [w.transpose(2, 3, 1, 0) for w in np.split(weight, groups)]
 
 
 def flattened_fc_kernel(weight: np.ndarray, channels: int,
@@ -118,6 +135,10 @@ class _Assigner:
                            (layer.moving_mean, 'running_mean'),
                            (layer.moving_variance, 'running_var')):
       self(variable, tensors.take(prefix + name), prefix + name)
+
+  def group_norm(self, layer, tensors: StateDict, prefix: str):
+    self(layer.gamma, tensors.take(prefix + 'weight'), prefix + 'weight')
+    self(layer.beta, tensors.take(prefix + 'bias'), prefix + 'bias')
 
 
 def _load_backbone(backbone, tensors: StateDict, assign: _Assigner,
@@ -268,6 +289,8 @@ def _load_box_head(head: heads.Shared2FCBBoxHead, tensors: StateDict,
   kernel[:, columns], full_bias[columns] = weight[:-1].T, bias[:-1]
   assign(head._classifier.kernel, kernel, prefix + 'fc_cls.weight')
   assign(head._classifier.bias, full_bias, prefix + 'fc_cls.bias')
+  if head._box_regressor is None:
+    return  # with_reg=False: the state dict has no fc_reg either
   weight = tensors.take(prefix + 'fc_reg.weight')  # [4C, U]
   bias = tensors.take(prefix + 'fc_reg.bias')
   rows = delta_rows(len(columns))
@@ -297,13 +320,42 @@ def _load_mask_head(head: heads.FCNMaskHead, tensors: StateDict,
   assign(head._mask_regressor.bias, full_bias, prefix + 'conv_logits.bias')
 
 
+def _load_grid_head(head: GridHead, tensors: StateDict, assign: _Assigner,
+                    prefix: str = 'roi_head.grid_head.'):
+  """mmdetection's `GridHead`: its ConvModules (conv, then GroupNorm `gn`),
+  the transitions `forder_trans.{i}.{j}` / `sorder_trans.{i}.{j}` (point
+  i's j-th neighbour: a depth-wise 5x5 `.0`, a 1x1 `.1`), and the two
+  transposed convs grouped by point, with `norm1` between them."""
+  for i, (conv, norm) in enumerate(head.convs):
+    assign.conv(conv, tensors, f'{prefix}convs.{i}.conv.')
+    assign.group_norm(norm, tensors, f'{prefix}convs.{i}.gn.')
+  for name, transitions in (('forder_trans', head.first_order),
+                            ('sorder_trans', head.second_order)):
+    for i, edges in enumerate(transitions):
+      for j, (depthwise, pointwise) in enumerate(edges):
+        key = f'{prefix}{name}.{i}.{j}.'
+        assign(depthwise.depthwise_kernel,
+               depthwise_kernel(tensors.take(key + '0.weight')),
+               key + '0.weight')
+        assign(depthwise.bias, tensors.take(key + '0.bias'), key + '0.bias')
+        assign.conv(pointwise, tensors, key + '1.')
+  for name, deconvs in (('deconv1', head.deconv1), ('deconv2', head.deconv2)):
+    kernels = grouped_transposed_kernels(
+        tensors.take(f'{prefix}{name}.weight'), len(deconvs))
+    biases = np.split(tensors.take(f'{prefix}{name}.bias'), len(deconvs))
+    for deconv, kernel, bias in zip(deconvs, kernels, biases):
+      assign(deconv.kernel, kernel, f'{prefix}{name}.weight')
+      assign(deconv.bias, bias, f'{prefix}{name}.bias')
+  assign.group_norm(head.deconv1_norm, tensors, prefix + 'norm1.')
+
+
 def load_state_dict(model, state_dict: Mapping[str, np.ndarray],
                     class_columns: Optional[Sequence[int]] = None) -> None:
   """Sets every variable of `model` from mmdetection's `state_dict`.
 
   Args:
-    model: a built `MaskRCNNModel` of the mmdetection layout (Faster or
-      Mask R-CNN; plain or GC ResNet; GRoIE or single-level extractors).
+    model: a built `MaskRCNNModel` of the mmdetection layout (Faster, Mask
+      or Grid R-CNN; plain or GC ResNet; GRoIE or single-level extractors).
     state_dict: mmdetection's parameter and buffer names to numpy arrays in
       PyTorch's layouts (`num_batches_tracked` entries are ignored).
     class_columns: the model column of each of the checkpoint's classes,
@@ -329,6 +381,11 @@ def load_state_dict(model, state_dict: Mapping[str, np.ndarray],
     _load_extractor(model.mask_roi_aligner, tensors, assign,
                     'roi_head.mask_roi_extractor.')
     _load_mask_head(model.mask_head, tensors, assign, class_columns)
+  grid_head = getattr(model, 'grid_head', None)
+  if grid_head is not None:
+    _load_extractor(model.grid_roi_aligner, tensors, assign,
+                    'roi_head.grid_roi_extractor.')
+    _load_grid_head(grid_head, tensors, assign)
   _check_complete(model, tensors, assign)
 
 

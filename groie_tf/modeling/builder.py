@@ -53,7 +53,8 @@ def build_model(
       model's training branch when saving it, without its labels.
 
   Returns:
-    A `MaskRCNNModel`, or a `GridRCNNModel` for a `GridRCNN` config.
+    A `MaskRCNNModel`, or a `GridRCNNModel` for a `GridRCNN` config (the
+    mmdetection layout's own classes in that layout).
 
   Model Garden's `MaskRCNNModel.get_config()` returns its constructor
   arguments: the stock model's are reused, with GRoIE in place of the
@@ -111,11 +112,14 @@ def build_model(
     components['mask_roi_aligner'] = _single_level_extractor(
         model_config.mask_roi_aligner.crop_size, 'mask_roi_extractor')
   if isinstance(model_config, grid_config.GridRCNN):
-    model = grid_rcnn_model.GridRCNNModel(
+    grid_model = (mmdet_model.GridRCNNModel if mmdetection else
+                  grid_rcnn_model.GridRCNNModel)
+    model = grid_model(
         grid_head=GridHead(kernel_regularizer=l2_regularizer,
                            name='grid_head',
                            **model_config.grid_head.as_dict()),
-        grid_roi_aligner=_grid_roi_aligner(model_config, l2_regularizer),
+        grid_roi_aligner=_grid_roi_aligner(model_config, l2_regularizer,
+                                           mmdetection),
         max_num_grid=model_config.max_num_grid,
         jitter_amplitude=model_config.jitter_amplitude,
         pos_radius=model_config.pos_radius,
@@ -181,8 +185,10 @@ def _mmdetection_parts(model_config: groie_config.GRoIEMaskRCNN,
           name='roi_generator'),
       detection_head=mmdet_heads.Shared2FCBBoxHead(
           num_classes=model_config.num_classes, fc_dims=head.fc_dims,
-          num_fcs=head.num_fcs, kernel_regularizer=l2_regularizer,
-          name='detection_head'),
+          num_fcs=head.num_fcs,
+          # Grid R-CNN's box head only classifies (with_reg=False).
+          with_reg=not isinstance(model_config, grid_config.GridRCNN),
+          kernel_regularizer=l2_regularizer, name='detection_head'),
       detection_generator=mmdet_proposals.DetectionGenerator(
           **stock.detection_generator.get_config()))
   if model_config.include_mask:
@@ -205,9 +211,15 @@ def _single_level_extractor(crop_size: int, name: str) -> GRoIE:
 
 
 def _grid_roi_aligner(model_config: grid_config.GridRCNN,
-                      l2_regularizer: Regularizer) -> tf_keras.layers.Layer:
-  """The grid branch's extractor: GRoIE, or Model Garden's aligner."""
+                      l2_regularizer: Regularizer,
+                      mmdetection: bool) -> tf_keras.layers.Layer:
+  """The grid branch's extractor: GRoIE, or without a `grid_groie` block
+  Model Garden's aligner (mmdetection's `SingleRoIExtractor` in the
+  mmdetection layout: its Grid R-CNN configs pool 14x14 from P2-P5 with
+  adaptive sampling)."""
   crop_size = model_config.grid_roi_aligner.crop_size
+  if model_config.grid_groie is None and mmdetection:
+    return _single_level_extractor(crop_size, 'grid_roi_extractor')
   if model_config.grid_groie is None:
     return roi_aligner.MultilevelROIAligner(
         crop_size=crop_size,

@@ -9,13 +9,11 @@ model's, both ways, before anything is written.
 """
 
 import os
-import tempfile
-from typing import Dict, List, Optional, Set, Tuple
+from typing import List, Optional, Set, Tuple
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official.core import config_definitions as cfg
 from official.vision.serving import detection
 from official.vision.serving import export_saved_model_lib
@@ -24,6 +22,7 @@ from groie_tf.data import mmdetection_resize
 from groie_tf.errors import CheckpointError
 from groie_tf.errors import UserError
 from groie_tf.modeling import builder
+from groie_tf.modeling import checkpoint_shapes
 
 INPUT_TYPES = ('image_tensor', 'image_bytes', 'tf_example')
 _SHOWN = 5  # variable paths quoted in an error
@@ -113,45 +112,6 @@ class GRoIEDetectionModule(detection.DetectionModule):
     return outputs
 
 
-def model_variable_shapes(checkpoint_path: str) -> Dict[str, List[int]]:
-  """Path (`roi_aligner/pre_modules/0/kernel`) -> shape of the model's
-  variables in a checkpoint.
-
-  Read from the checkpoint's object graph, under its `model` node, so the
-  optimizer's slots and the step counter are left out, and a trainer's
-  checkpoint compares with a bare `tf.train.Checkpoint(model=...)`.
-  """
-  reader = tf.train.load_checkpoint(checkpoint_path)
-  graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
-  roots = [c.node_id for c in graph.nodes[0].children if c.local_name == 'model']
-  if not roots:
-    raise CheckpointError(f'{checkpoint_path} holds no `model`: it is not a Model '
-                     'Garden training checkpoint.')
-  # Layers are reachable by several paths (`detection_head` and
-  # `_config_dict/detection_head`). Name each variable by its shortest path,
-  # ties broken alphabetically, so the name does not depend on the order in
-  # which a model tracked its attributes.
-  best, frontier = {roots[0]: ''}, [roots[0]]
-  while frontier:
-    candidates = {}
-    for node_id in frontier:
-      for child in graph.nodes[node_id].children:
-        if child.node_id in best:
-          continue
-        path = (f'{best[node_id]}/{child.local_name}' if best[node_id]
-                else child.local_name)
-        if path < candidates.get(child.node_id, '\uffff'):
-          candidates[child.node_id] = path
-    best.update(candidates)
-    frontier = list(candidates)
-  shapes = reader.get_variable_to_shape_map()
-  return {path: shapes[attribute.checkpoint_key]
-          for node_id, path in best.items()
-          for attribute in graph.nodes[node_id].attributes
-          if attribute.name == 'VARIABLE_VALUE'}
-
-
 def _examples(paths: Set[str]) -> str:
   shown = sorted(paths)[:_SHOWN]
   more = f' and {len(paths) - _SHOWN} more' if len(paths) > _SHOWN else ''
@@ -166,10 +126,8 @@ def check_checkpoint_fits(model: tf.Module, checkpoint_path: str,
   A restore would report a shape mismatch only among hundreds of warning
   lines, and a missing variable not at all.
   """
-  with tempfile.TemporaryDirectory() as scratch:
-    own = tf.train.Checkpoint(model=model).write(os.path.join(scratch, 'ckpt'))
-    expected_shapes = model_variable_shapes(own)
-  found_shapes = model_variable_shapes(checkpoint_path)
+  expected_shapes = checkpoint_shapes.of_model(model)
+  found_shapes = checkpoint_shapes.of_checkpoint(checkpoint_path)
   expected, found = set(expected_shapes), set(found_shapes)
   problems = []
   if expected - found:

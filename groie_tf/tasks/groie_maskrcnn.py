@@ -2,6 +2,7 @@
 
 from typing import Optional
 
+from absl import logging
 import tensorflow as tf
 import tf_keras
 from official.common import dataset_fn as dataset_fn_lib
@@ -20,6 +21,7 @@ from groie_tf.data import mmdetection_targets
 from groie_tf.data import shapes
 from groie_tf.errors import ConfigError
 from groie_tf.modeling import builder
+from groie_tf.modeling import class_change
 from groie_tf.modeling import gc_checkpoint
 from groie_tf.modeling import gc_resnet
 from groie_tf.tasks import mmdetection_evaluator
@@ -167,6 +169,23 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
           include_mask=self.task_config.model.include_mask,
           per_category_metrics=self.task_config.per_category_metrics)
 
+  def _init_checkpoint_file(self) -> Optional[str]:
+    """`task.init_checkpoint`, a model_dir's latest checkpoint for a
+    directory (as Model Garden reads it)."""
+    path = self.task_config.init_checkpoint
+    return tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+
+  def _twin_builder(self):
+    """Builds this task's detector with another class count."""
+    model_config = self.task_config.model
+
+    def build(num_classes: int) -> tf_keras.Model:
+      twin_config = model_config.replace(num_classes=num_classes)
+      return builder.build_model(
+          twin_config,
+          tf_keras.layers.InputSpec(shape=[None] + model_config.input_size))
+    return build
+
   def build_model(self) -> tf_keras.Model:
     """The config's model (`groie_tf.modeling.builder`), with Model
     Garden's weight decay and `freeze_backbone`, then `frozen_stages` and
@@ -186,17 +205,30 @@ class GRoIEMaskRCNNTask(maskrcnn.MaskRCNNTask):
 
   def initialize(self, model: tf_keras.Model):
     """Model Garden's checkpoint loading; a GC ResNet backbone also loads
-    a plain ResNet checkpoint (`groie_tf.modeling.gc_checkpoint`)."""
+    a plain ResNet checkpoint (`groie_tf.modeling.gc_checkpoint`), and a
+    whole detector also loads a checkpoint of itself trained on another
+    class count, but for its class layers (`modeling.class_change`)."""
     config = self.task_config
     modules = config.init_checkpoint_modules
+    if config.init_checkpoint and modules == 'all':
+      path = self._init_checkpoint_file()
+      if path and class_change.checkpoint_class_count(
+          model, path) != config.model.num_classes:
+        classes = class_change.restore_with_new_classes(
+            model, path, self._twin_builder())
+        logging.info(
+            'init_checkpoint %s has %d classes, the model %d: restored '
+            'everything but the class layers (box classifier and regressor'
+            '%s), which keep their initialisation.', path, classes,
+            config.model.num_classes,
+            ', mask logits' if config.model.include_mask else '')
+        return
     if (not config.init_checkpoint or modules == 'all' or
         not isinstance(model.backbone, gc_resnet.GCResNet) or
         'backbone' not in modules):
       super().initialize(model)
       return
-    path = config.init_checkpoint
-    if tf.io.gfile.isdir(path):
-      path = tf.train.latest_checkpoint(path)
+    path = self._init_checkpoint_file()
     gc_checkpoint.restore_backbone(model.backbone, path)
     if 'decoder' in modules:
       tf.train.Checkpoint(decoder=model.decoder).read(

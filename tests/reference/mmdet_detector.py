@@ -2,7 +2,8 @@
 mmdetection 3.3's semantics (`mmdet/models/backbones/resnet.py`,
 `necks/fpn.py`, `dense_heads/rpn_head.py`, `prior_generators/
 anchor_generator.py`, `coders/delta_xywh_bbox_coder.py`, `bbox_heads/
-convfc_bbox_head.py`, `mask_heads/fcn_mask_head.py`), with no TensorFlow.
+convfc_bbox_head.py`, `mask_heads/fcn_mask_head.py`, `layers/bbox_nms.py`),
+with no TensorFlow.
 
 Maps are `[H, W, C]` (one image), kernels `[kh, kw, in, out]`, boxes
 `[x1, y1, x2, y2]` and deltas `(dx, dy, dw, dh)`: mmdetection's box and
@@ -128,6 +129,27 @@ def nms(boxes, scores, threshold):
     if not kept or iou(boxes[i], boxes[kept]).max() <= threshold:
       kept.append(i)
   return kept
+
+
+def multiclass_nms(boxes, scores, score_threshold, iou_threshold,
+                   max_per_img):
+  """mmdetection's `multiclass_nms` of one image: `boxes` `[N, K, 4]`,
+  `scores` `[N, K]` (background excluded). The (RoI, class) pairs scoring
+  above the threshold, a greedy NMS per class, then the best
+  `max_per_img` of all classes by score. Returns `(boxes [D, 4], scores
+  [D], classes [D])`."""
+  boxes = np.asarray(boxes, np.float64)
+  scores = np.asarray(scores, np.float64)
+  kept = []
+  for k in range(scores.shape[1]):
+    rois = np.nonzero(scores[:, k] > score_threshold)[0]
+    kept += [(rois[i], k) for i in nms(boxes[rois, k], scores[rois, k],
+                                       iou_threshold)]
+  kept.sort(key=lambda pair: -scores[pair])
+  kept = kept[:max_per_img]
+  return (np.array([boxes[i, k] for i, k in kept]).reshape(-1, 4),
+          np.array([scores[i, k] for i, k in kept]),
+          np.array([k for _, k in kept], int))
 
 
 def rpn_proposals(scores, deltas, level_anchors, image_shape, nms_pre,

@@ -105,6 +105,10 @@ class Shared2FCBBoxHead(_Head):
     num_classes: classes including the background (column 0).
     fc_dims: width of the shared FCs (1024).
     num_fcs: shared FCs (2).
+    with_reg: False for mmdetection's `with_reg=False` (Grid R-CNN's box
+      head, which only classifies): no box FC and no variables of one; the
+      deltas returned are zeros, so that Model Garden's detection step
+      keeps the RoIs and its box loss is 0.
     kernel_regularizer: regulariser of the kernels.
     **kwargs: standard Keras layer arguments.
 
@@ -119,9 +123,10 @@ class Shared2FCBBoxHead(_Head):
   """
 
   def __init__(self, num_classes: int, fc_dims: int = 1024, num_fcs: int = 2,
-               kernel_regularizer: Regularizer = None, **kwargs):
+               with_reg: bool = True, kernel_regularizer: Regularizer = None,
+               **kwargs):
     super().__init__(dict(num_classes=num_classes, fc_dims=fc_dims,
-                          num_fcs=num_fcs,
+                          num_fcs=num_fcs, with_reg=with_reg,
                           kernel_regularizer=kernel_regularizer), **kwargs)
     dense = lambda units, initializer, name: tf_keras.layers.Dense(
         units, kernel_initializer=initializer,
@@ -131,8 +136,8 @@ class Shared2FCBBoxHead(_Head):
     self._fcs = [dense(fc_dims, tf_keras.initializers.GlorotUniform(),
                        f'detection-fc_{i}') for i in range(num_fcs)]
     self._classifier = dense(num_classes, _normal(0.01), 'detection-scores')
-    self._box_regressor = dense(4 * num_classes, _normal(0.001),
-                                'detection-boxes')
+    self._box_regressor = (dense(4 * num_classes, _normal(0.001),
+                                 'detection-boxes') if with_reg else None)
 
   def call(self, inputs, training=None):
     del training  # no dropout, no normalisation
@@ -140,6 +145,10 @@ class Shared2FCBBoxHead(_Head):
     x = tf.reshape(inputs, [-1, num_rois, height * width * channels])
     for fc in self._fcs:
       x = tf.nn.relu(fc(x))
+    if self._box_regressor is None:
+      # Broadcast, not tf.zeros(shape): keeps the static [B, N, 4 classes].
+      return self._classifier(x), tf.zeros_like(x[..., :1]) + tf.zeros(
+          [4 * self._config['num_classes']], x.dtype)
     return self._classifier(x), self._box_regressor(x)
 
 

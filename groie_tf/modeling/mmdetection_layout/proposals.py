@@ -2,7 +2,8 @@
 
 `ProposalGenerator` replaces Model Garden's `MultilevelROIGenerator`;
 `DetectionGenerator` wraps Model Garden's for the two things the proposals
-change downstream.
+change downstream, with mmdetection's `multiclass_nms` in place of its
+NMS.
 """
 
 import math
@@ -163,19 +164,68 @@ class ProposalGenerator(tf_keras.layers.Layer):
     return dict(super().get_config(), **self._config)
 
 
+def multiclass_nms(boxes: tf.Tensor, scores: tf.Tensor, score_threshold: float,
+                   iou_threshold: float,
+                   max_num_detections: int) -> Tuple[tf.Tensor, ...]:
+  """mmdetection's `multiclass_nms` on one image (`batched_nms` of mmcv).
+
+  The (RoI, class) pairs scoring above `score_threshold` go through one
+  greedy NMS (IoU > `iou_threshold` suppresses), each box moved by its
+  class index times (the largest coordinate of those pairs + 1), mmcv's
+  offsets that keep the classes apart (in float32, as mmcv adds them:
+  their rounding is part of its IoUs); the first `max_num_detections` by
+  score are kept.
+
+  Model Garden's NMS ('v2') does not implement this for thresholds below
+  0.5: its tile's self-suppression compares IoUs with a fixed 0.5 instead
+  of the threshold (at Grid R-CNN's 0.3 it drops boxes a greedy NMS keeps:
+  `tests/test_mmdetection_layout.py`).
+
+  Args:
+    boxes: `[N, K, 4]` `[y1, x1, y2, x2]` decoded boxes of the K classes
+      (background excluded).
+    scores: `[N, K]` their probabilities.
+    score_threshold, iou_threshold, max_num_detections: mmdetection's
+      `score_thr`, `nms.iou_threshold` and `max_per_img`.
+
+  Returns:
+    `(boxes, scores, classes, count)`: `[max_num_detections, 4]`,
+    `[max_num_detections]`, `[max_num_detections]` int32 class index from
+    0 (zero-padded) and the int32 number of detections.
+  """
+  classes = tf.reshape(
+      tf.broadcast_to(tf.range(scores.shape[-1]), tf.shape(scores)), [-1])
+  boxes = tf.reshape(boxes, [-1, 4])
+  scores = tf.reshape(scores, [-1])
+  valid = scores > score_threshold
+  # Boxes are clipped to the image, so >= 0: the 0 of the pairs left out
+  # is never the largest coordinate unless every pair is left out.
+  largest = tf.reduce_max(tf.where(valid[:, None], boxes, 0.0))
+  offsets = tf.cast(classes, boxes.dtype) * (largest + 1.0)
+  keep = tf.image.non_max_suppression(
+      boxes + offsets[:, None], scores, max_num_detections,
+      iou_threshold=iou_threshold, score_threshold=score_threshold)
+  count = tf.size(keep)
+  padding = max_num_detections - count
+  return (tf.pad(tf.gather(boxes, keep), [[0, padding], [0, 0]]),
+          tf.pad(tf.gather(scores, keep), [[0, padding]]),
+          tf.pad(tf.gather(classes, keep), [[0, padding]]), count)
+
+
 @tf_keras.utils.register_keras_serializable(package='groie_tf')
 class DetectionGenerator(detection_generator.DetectionGenerator):
-  """Model Garden's detection step, with mmdetection's two rules on RoIs.
+  """Model Garden's detection step with mmdetection's rules.
 
   - Padding RoIs (zero boxes: `ProposalGenerator` never proposes one)
     detect nothing: their logits become pure background. Model Garden
     would decode them into detections at the origin.
   - Log-size deltas are clamped from below too (mmdetection's
     `delta2bbox`), by `DELTA_CLAMP` times the regression weight.
+  - The NMS is mmdetection's `multiclass_nms` (`multiclass_nms` above):
+    no per-class top-k before it (`pre_nms_top_k` is unused).
 
-  The rest is Model Garden's: softmax, class-specific decoding, clipping
-  to `image_shape`, score > threshold, per-class NMS, the best
-  `max_num_detections`.
+  Model Garden's: softmax, class-specific decoding and clipping to
+  `image_shape` (its generator with `apply_nms` false).
   """
 
   def __call__(self, raw_boxes, raw_scores, anchor_boxes, image_shape,
@@ -193,5 +243,26 @@ class DetectionGenerator(detection_generator.DetectionGenerator):
     raw_boxes = tf.reshape(
         tf.maximum(tf.reshape(raw_boxes, [boxes_shape[0], boxes_shape[1], -1,
                                           4]), lower), boxes_shape)
-    return super().__call__(raw_boxes, raw_scores, anchor_boxes, image_shape,
-                            regression_weights, bbox_per_class)
+    config = self.get_config()
+    # Made here, not kept: an attribute would be a new checkpoint node.
+    decoder = detection_generator.DetectionGenerator(
+        **dict(config, apply_nms=False))
+    decoded = decoder(raw_boxes, raw_scores, anchor_boxes, image_shape,
+                      regression_weights, bbox_per_class)
+    scores = tf.cast(decoded['decoded_box_scores'], tf.float32)  # [B, N, K]
+    # [B, N, K or 1, 4]: a class-agnostic box serves every class.
+    boxes = (tf.cast(decoded['decoded_boxes'], tf.float32) +
+             tf.zeros_like(scores)[..., None])
+    size = config['max_num_detections']
+    boxes, scores, classes, count = tf.map_fn(
+        lambda inputs: multiclass_nms(
+            inputs[0], inputs[1], config['pre_nms_score_threshold'],
+            config['nms_iou_threshold'], size),
+        (boxes, scores),
+        fn_output_signature=(tf.TensorSpec([size, 4], tf.float32),
+                             tf.TensorSpec([size], tf.float32),
+                             tf.TensorSpec([size], tf.int32),
+                             tf.TensorSpec([], tf.int32)))
+    # Classes from 1: column 0 is the background.
+    return {'detection_boxes': boxes, 'detection_scores': scores,
+            'detection_classes': classes + 1, 'num_detections': count}
