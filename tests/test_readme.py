@@ -37,7 +37,8 @@ case "{name} $*" in
   'python3 -m venv .venv') step=venv; mkdir -p .venv/bin;
                            : > .venv/bin/activate ;;
   pip*) step=pip ;;
-  'python -m pytest'*) step=pytest ;;
+  'python -m pytest'*'-m not slow') step=fast_tests ;;
+  'python -m pytest'*'-m slow') step=slow_tests ;;
   bazel*) step=bazel ;;
   *) step=other ;;
 esac
@@ -45,8 +46,8 @@ esac
 """
 
 
-@pytest.mark.parametrize('failing_step', ['venv', 'pip', 'pytest', 'bazel',
-                                          None])
+@pytest.mark.parametrize('failing_step', ['venv', 'pip', 'fast_tests',
+                                          'slow_tests', 'bazel', None])
 def test_ci_fails_when_any_step_of_the_test_command_fails(tmp_path,
                                                           failing_step):
   """.ci/run with fake tools: a failure anywhere fails CI, and Bazel does
