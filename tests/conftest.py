@@ -1,4 +1,4 @@
-"""Test session setup: quiet TensorFlow logs, deterministic seeds."""
+"""Test session setup: quiet TensorFlow logs, deterministic seeds, freed memory."""
 
 import ctypes
 import gc
